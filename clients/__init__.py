@@ -1,0 +1,38 @@
+"""DDS client SDK: receive live DAQ data from a ddsparentserver.
+
+- ``client``: :class:`DDSClient` (subscribe, next, next_batch, go_to_file, go_to_next_file).
+- ``records``: :class:`RecordSet` and :class:`RecordBatch`, what the client returns.
+- ``errors``: :class:`DDSError`, :class:`DDSConnectionError`, :class:`DDSTimeout`.
+- ``iterate``: :func:`iterate`, the live counterpart of ``uproot.iterate``.
+- ``job``: MINOS-style analysis jobs with an input module and module paths.
+
+``Subscription``, ``KeepUp`` and ``MessageType`` are shared with the server.
+"""
+
+from dispatcher.protocol import MessageType
+from dispatcher.subscription import KeepUp, Subscription
+
+from .client import DDSClient
+from .errors import DDSConnectionError, DDSError, DDSTimeout
+from .records import RecordBatch, RecordSet
+
+__all__ = [
+    "DDSClient",
+    "DDSConnectionError",
+    "DDSError",
+    "DDSTimeout",
+    "KeepUp",
+    "MessageType",
+    "RecordBatch",
+    "RecordSet",
+    "Subscription",
+    "iterate",
+]
+
+
+def __getattr__(name):
+    if name == "iterate":
+        from .iterate import iterate
+
+        return iterate
+    raise AttributeError(f"module 'clients' has no attribute {name!r}")

@@ -1,0 +1,219 @@
+"""DDSClient: connect to a ddsparentserver, subscribe, and receive record sets."""
+
+from __future__ import annotations
+
+import socket
+
+import awkward as ak
+import numpy as np
+
+from dispatcher.columnar import decode_parts
+from dispatcher.protocol import (
+    PROTOCOL_VERSION,
+    Connection,
+    Data,
+    Error,
+    GoToFile,
+    GoToNextFile,
+    Hello,
+    MessageType,
+    Next,
+    NextBatch,
+    Ok,
+    ProtocolError,
+    Subscribe,
+    Welcome,
+)
+from dispatcher.subscription import Subscription, SubscriptionError
+from dispatcher.transport import recv_message, send_message
+
+from .errors import DDSConnectionError, DDSError, DDSTimeout
+from .records import RecordBatch, RecordSet
+
+#: extra seconds the client waits beyond a request's own timeout (transfer time)
+REPLY_MARGIN = 30.0
+
+
+class DDSClient:
+    """A session with a ddsparentserver.
+
+    Args:
+        host (str): server host; default ``"localhost"``.
+        port (int): server port; default 9090.
+        connect_timeout (float): seconds to wait for the connection and greeting; default 10.
+        token (str): shared secret, if the server requires one; default none.
+
+    Raises:
+        DDSConnectionError: no server at host:port.
+        DDSError: the server refused (``SERVER_BUSY``, ``FORBIDDEN``, ``PROTOCOL_ERROR``).
+
+    Example:
+        >>> with DDSClient("localhost", 9090) as dds:            # doctest: +SKIP
+        ...     dds.subscribe(Subscription(streams=["DaqSnarl"], keep_up="all"))
+        ...     rs = dds.next(timeout=10)
+    """
+
+    def __init__(self, host: str = "localhost", port: int = 9090, *, connect_timeout: float = 10.0, token: str = ""):
+        self.host = host
+        self.port = int(port)
+        self.server = ""
+        self._conn = Connection("client")
+        self._sock = None
+        try:
+            sock = socket.create_connection((host, self.port), timeout=connect_timeout)
+        except OSError as exc:
+            raise DDSConnectionError(f"cannot connect to ddsparentserver at {host}:{port}: {exc.strerror or exc}") from None
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._sock = sock
+        welcome = self._call(Hello(PROTOCOL_VERSION, "DDSClient", token=token or ""), connect_timeout)
+        if not isinstance(welcome, Welcome):
+            self._drop()
+            raise DDSError(f"unexpected greeting from {self.address}", MessageType.PROTOCOL_ERROR)
+        self.server = welcome.server
+
+    # ------------------------------------------------------------------ basics
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def is_valid(self) -> bool:
+        """True while the session can take requests."""
+        return self._sock is not None
+
+    def close(self) -> None:
+        """End the session (the server's child exits)."""
+        self._drop()
+
+    shutdown = close
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "connected" if self.is_valid() else "closed"
+        return f"<DDSClient {self.address} {state}>"
+
+    def _drop(self) -> None:
+        if self._sock is not None:
+            try:
+                self._sock.close()
+            finally:
+                self._sock = None
+
+    def _call(self, request, timeout: float):
+        """Send one request and return its reply; raise DDSError for error replies."""
+        if self._sock is None:
+            raise DDSConnectionError(f"session with {self.address} is closed")
+        try:
+            send_message(self._sock, self._conn, request)
+            reply = recv_message(self._sock, self._conn, timeout)
+        except TimeoutError:
+            self._drop()  # a late reply would put the conversation out of step
+            raise DDSConnectionError(f"no answer from {self.address} within {timeout:g} s; session closed") from None
+        except ProtocolError as exc:
+            self._drop()
+            raise DDSError(f"protocol error talking to {self.address}: {exc}", MessageType.PROTOCOL_ERROR) from None
+        except OSError as exc:
+            self._drop()
+            raise DDSConnectionError(f"connection to {self.address} lost: {exc}") from None
+        if isinstance(reply, Error):
+            mtype = reply.message_type
+            if mtype in (MessageType.SHUTDOWN, MessageType.PROTOCOL_ERROR, MessageType.SERVER_BUSY, MessageType.FORBIDDEN):
+                self._drop()
+            text = reply.message or mtype.as_string()
+            if mtype is MessageType.TIMEOUT:
+                raise DDSTimeout(text)
+            raise DDSError(text, mtype)
+        return reply
+
+    # ------------------------------------------------------------------ requests
+
+    def subscribe(self, subscription: Subscription | None = None, **kwargs) -> dict:
+        """Send a subscription (or build one from keywords); applies from the current position.
+
+        Raises:
+            DDSError: ``BAD_SUBSCRIPTION`` or ``BAD_SELECTION``, naming the problem; the session stays usable.
+        """
+        if subscription is None:
+            try:
+                subscription = Subscription(**kwargs)
+            except SubscriptionError as exc:
+                raise DDSError(str(exc), MessageType.BAD_SUBSCRIPTION) from None
+        elif kwargs:
+            raise TypeError("give a Subscription or keywords, not both")
+        reply = self._call(Subscribe(subscription.to_dict()), 60.0)
+        return reply.info if isinstance(reply, Ok) else {}
+
+    def next(self, timeout: float = 120.0, advance_by: int = 1) -> RecordSet:
+        """The next record set passing the subscription.
+
+        Args:
+            timeout (float): seconds to wait; default 120.
+            advance_by (int): return the n-th next set, skipping n-1; default 1.
+
+        Raises:
+            DDSTimeout: nothing within ``timeout``; the session stays usable.
+        """
+        reply = self._call(Next(float(timeout), int(advance_by)), float(timeout) + REPLY_MARGIN)
+        return _record_set(self._data(reply))
+
+    def next_batch(self, max_records: int = 1000, timeout: float = 120.0) -> RecordBatch:
+        """Up to ``max_records`` passing records of one stream from one file, as soon as one is there."""
+        reply = self._call(NextBatch(int(max_records), float(timeout)), float(timeout) + REPLY_MARGIN)
+        return _record_batch(self._data(reply))
+
+    def go_to_file(self, name: str) -> str:
+        """Continue at entry 0 of data file ``name``. Raises DDSError(NO_FILE) for unknown or outside names."""
+        reply = self._call(GoToFile(str(name)), 60.0)
+        return reply.info.get("file", name)
+
+    def go_to_next_file(self, timeout: float = 120.0) -> str:
+        """Continue at entry 0 of the file after the current one, waiting for it to appear."""
+        reply = self._call(GoToNextFile(float(timeout)), float(timeout) + REPLY_MARGIN)
+        return reply.info.get("file", "")
+
+    def _data(self, reply) -> tuple:
+        if not isinstance(reply, Data):
+            raise DDSError(f"expected record data from {self.address}, got {reply.TYPE!r}", MessageType.PROTOCOL_ERROR)
+        try:
+            return reply.header, decode_parts(reply)
+        except ProtocolError as exc:
+            self._drop()
+            raise DDSError(str(exc), MessageType.PROTOCOL_ERROR) from None
+
+
+def _record_set(data) -> RecordSet:
+    header, parts = data
+    s = header["sets"][0]
+    records, entries = {}, {}
+    for part_index, row in s["members"]:
+        p = parts[part_index]
+        records[p.stream] = p.arrays[row].to_list()
+        entries[p.stream] = int(p.entries[row])
+    return RecordSet(s["file"], records, entries, s.get("missing", ()))
+
+
+def _record_batch(data) -> RecordBatch:
+    header, parts = data
+    batch = (header.get("info") or {}).get("batch")
+    if batch is None:
+        p = parts[0]
+        return RecordBatch(p.stream, p.file, p.entries, p.arrays)
+    # synced sets: one field per stream, None where the stream is missing from a set
+    n = batch["length"]
+    fields, entries = {}, {}
+    file = parts[0].file if parts else ""
+    for p in parts:
+        index = np.full(n, -1, dtype=np.int64)
+        rows = np.asarray(batch["positions"][p.stream], dtype=np.int64)
+        index[rows] = np.arange(len(rows))
+        layout = ak.contents.IndexedOptionArray(ak.index.Index64(index), p.arrays.layout)
+        fields[p.stream] = ak.Array(layout)
+        ent = np.full(n, -1, dtype=np.int64)
+        ent[rows] = p.entries
+        entries[p.stream] = ent
+    return RecordBatch(None, file, entries, ak.zip(fields, depth_limit=1))

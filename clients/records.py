@@ -1,0 +1,71 @@
+"""What ``next`` and ``next_batch`` return."""
+
+from __future__ import annotations
+
+import awkward as ak
+import numpy as np
+
+
+class RecordSet:
+    """One record set: a record per stream (several when synced), all from one file.
+
+    Attributes:
+        file (str): data file name inside the data directory.
+        records (dict): ``{stream: {branch: value}}``.
+        entries (dict): ``{stream: entry index in that file's tree}``.
+        missing (tuple): streams left out of a synced set; empty otherwise.
+    """
+
+    __slots__ = ("file", "records", "entries", "missing")
+
+    def __init__(self, file: str, records: dict, entries: dict, missing=()):
+        self.file = file
+        self.records = records
+        self.entries = entries
+        self.missing = tuple(missing)
+
+    @property
+    def stream(self) -> str | None:
+        """The stream, when the set holds one record."""
+        return next(iter(self.records)) if len(self.records) == 1 else None
+
+    def __getitem__(self, stream: str) -> dict:
+        return self.records[stream]
+
+    def __contains__(self, stream: str) -> bool:
+        return stream in self.records
+
+    def __repr__(self) -> str:
+        parts = ", ".join(f"{s}[{e}]" for s, e in self.entries.items())
+        miss = f", missing={list(self.missing)}" if self.missing else ""
+        return f"<RecordSet {self.file}: {parts}{miss}>"
+
+
+class RecordBatch:
+    """Up to ``max_records`` records of one stream from one file, as columns.
+
+    Attributes:
+        stream (str): the stream (None for a batch of synced sets).
+        file (str): data file name.
+        entries (numpy.ndarray): int64 entry numbers (for synced sets: ``{stream: entries}``, -1 where missing).
+        arrays (awkward.Array): one record per entry (for synced sets: one field per stream, None where missing).
+    """
+
+    __slots__ = ("stream", "file", "entries", "arrays")
+
+    def __init__(self, stream, file: str, entries, arrays: ak.Array):
+        self.stream = stream
+        self.file = file
+        self.entries = entries
+        self.arrays = arrays
+
+    def __len__(self) -> int:
+        return len(self.arrays)
+
+    def __repr__(self) -> str:
+        what = self.stream if self.stream else "synced sets"
+        if isinstance(self.entries, np.ndarray) and len(self.entries):
+            span = f" entries {self.entries[0]}..{self.entries[-1]}"
+        else:
+            span = ""
+        return f"<RecordBatch {what} from {self.file}: {len(self)} records{span}>"

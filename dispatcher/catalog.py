@@ -1,0 +1,96 @@
+"""Which data files exist, in which order, and which one is open.
+
+Every ``*.root`` file directly in the data directory is a data file; files are
+ordered by name; the last is the open file (the DAQ may still append to it).
+The directory is listed again only when its mtime changes, so many children
+polling the same directory cost one ``stat`` each per poll.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+
+class NoFileError(LookupError):
+    """A file name that is not a data file of this directory."""
+
+
+def _inside(root: str, path: str) -> bool:
+    return os.path.commonpath([root, path]) == root
+
+
+class Catalog:
+    """The data files of one directory.
+
+    Args:
+        data_dir (str): the data directory.
+    """
+
+    # Directory mtimes can be coarse: re-list while the last change is this recent.
+    SETTLE_SECONDS = 1.0
+
+    def __init__(self, data_dir: str):
+        self.root = os.path.realpath(data_dir)
+        self._stamp = None
+        self._listed_at = 0.0
+        self._files: list[str] = []
+
+    def files(self) -> list[str]:
+        """Data file names, oldest first. Raises OSError if the directory is unreadable."""
+        st = os.stat(self.root)
+        stamp = (st.st_mtime_ns, st.st_ino)
+        now = time.time()
+        if stamp != self._stamp or self._listed_at - st.st_mtime < self.SETTLE_SECONDS:
+            self._files = self._list()
+            self._stamp = stamp
+            self._listed_at = now
+        return self._files
+
+    def _list(self) -> list[str]:
+        names = []
+        with os.scandir(self.root) as it:
+            for entry in it:
+                if not entry.name.endswith(".root") or entry.name.startswith("."):
+                    continue
+                try:
+                    if not entry.is_file():
+                        continue
+                    if entry.is_symlink() and not _inside(self.root, os.path.realpath(entry.path)):
+                        continue
+                except OSError:
+                    continue
+                names.append(entry.name)
+        names.sort()
+        return names
+
+    def open_file(self) -> str | None:
+        files = self.files()
+        return files[-1] if files else None
+
+    def is_open(self, name: str) -> bool:
+        return self.open_file() == name
+
+    def next_after(self, name: str | None) -> str | None:
+        """The first data file that sorts after ``name`` (which may have been deleted)."""
+        for f in self.files():
+            if name is None or f > name:
+                return f
+        return None
+
+    def path(self, name: str) -> str:
+        """The full path of data file ``name``; :class:`NoFileError` for anything else.
+
+        A name must be a plain file name directly in the data directory: no
+        separators, no ``..``, no absolute path, no NUL, no symlink leading out.
+        """
+        if not isinstance(name, str) or not name or len(name) > 255:
+            raise NoFileError(f"invalid file name {name!r}")
+        if "\x00" in name or "/" in name or "\\" in name or name in (".", "..") or os.path.isabs(name):
+            raise NoFileError(f"file name {name!r} is not a plain name inside the data directory")
+        full = os.path.join(self.root, name)
+        if not _inside(self.root, os.path.realpath(full)):
+            raise NoFileError(f"file {name!r} leads outside the data directory")
+        if name not in self.files():
+            raise NoFileError(f"no data file {name!r} in {self.root}")
+        return full

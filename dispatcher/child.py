@@ -1,0 +1,247 @@
+"""A forked child serving one client: the connection loop around a Session.
+
+The child owns one socket. Between requests it waits for the next one (an idle
+limit drops clients that went silent); during a request the session's waits
+watch the socket (a vanished client ends the child at once), the SIGTERM
+wakeup pipe (the parent's stop: tell the client SHUTDOWN) and the parent's pid
+(an orphan never serves on). Every reply is sent with a stall limit, so a client
+that stops reading blocks only its own child, and only for that long.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import math
+import os
+import selectors
+import signal
+import socket
+import time
+
+from . import logsetup
+from .catalog import Catalog
+from .columnar import encode_parts
+from .protocol import (
+    PROTOCOL_VERSION,
+    Connection,
+    Error,
+    GoToFile,
+    GoToNextFile,
+    MessageType,
+    Next,
+    NextBatch,
+    Ok,
+    ProtocolError,
+    Stop,
+    Subscribe,
+    Welcome,
+)
+from .session import Session, SessionAbort, SessionError
+from .subscription import SubscriptionError, from_dict
+from .transport import send_chunks
+
+log = logging.getLogger("dds.child")
+
+EXIT_OK = 0
+EXIT_CLIENT_LOST = 0  # a client leaving, however it leaves, is normal
+MAX_TIMEOUT = 7 * 24 * 3600.0
+MAX_BATCH = 1_000_000
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM us when the parent dies (the pid check covers other systems)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+def _set_title(text: str) -> None:
+    try:
+        import setproctitle
+    except ImportError:
+        return
+    setproctitle.setproctitle(text)
+
+
+def _keepalive(sock: socket.socket) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for opt, value in (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 6)):
+        if hasattr(socket, opt):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, opt), value)
+
+
+def _seconds(value: float, what: str) -> float:
+    if not math.isfinite(value) or value < 0 or value > MAX_TIMEOUT:
+        raise SessionError(MessageType.BAD_SUBSCRIPTION, f"{what} must be between 0 and {MAX_TIMEOUT:g} seconds")
+    return float(value)
+
+
+class Watch:
+    """Waits that keep an eye on the client, the parent and SIGTERM."""
+
+    def __init__(self, sock, conn, parent_pid: int, idle_timeout: float):
+        self.sock = sock
+        self.conn = conn
+        self.parent_pid = parent_pid
+        self.idle_timeout = idle_timeout
+        self.wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        signal.signal(signal.SIGTERM, lambda s, f: None)
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(self.wake_r, selectors.EVENT_READ, "wake")
+        self.sel.register(sock, selectors.EVENT_READ, "sock")
+        self.watching = True
+
+    def _check(self) -> None:
+        try:
+            if os.read(self.wake_r, 64):
+                raise SessionAbort("shutdown")
+        except BlockingIOError:
+            pass
+        if os.getppid() != self.parent_pid:
+            raise SessionAbort("parent gone")
+
+    def _watch_sock(self, on: bool) -> None:
+        if on != self.watching:
+            (self.sel.register(self.sock, selectors.EVENT_READ, "sock") if on else self.sel.unregister(self.sock))
+            self.watching = on
+
+    def wait(self, seconds: float) -> None:
+        """Sleep up to ``seconds`` during a request."""
+        for key, _ in self.sel.select(seconds):
+            if key.data == "sock":
+                try:
+                    peek = self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    peek = b""
+                if not peek:
+                    raise SessionAbort("client gone")
+                self._watch_sock(False)  # it sent ahead; read it after this reply
+        self._check()
+
+    def next_request(self):
+        """Block for the client's next message."""
+        self._watch_sock(True)
+        deadline = time.monotonic() + self.idle_timeout
+        while True:
+            msg = self.conn.next_message()
+            if msg is not None:
+                return msg
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise SessionAbort("idle")
+            for key, _ in self.sel.select(min(1.0, left)):
+                if key.data == "sock":
+                    try:
+                        data = self.sock.recv(65536, socket.MSG_DONTWAIT)
+                    except BlockingIOError:
+                        continue
+                    except OSError:
+                        data = b""
+                    if not data:
+                        raise SessionAbort("client gone")
+                    self.conn.receive_data(data)
+            self._check()
+
+
+def handle(session: Session, msg):
+    """The reply to one request."""
+    try:
+        if isinstance(msg, Subscribe):
+            try:
+                sub = from_dict(msg.subscription)
+            except SubscriptionError as exc:
+                return Error(MessageType.BAD_SUBSCRIPTION.value, str(exc))
+            return Ok(session.subscribe(sub))
+        if isinstance(msg, Next):
+            if msg.advance_by < 1 or msg.advance_by > 1_000_000_000:
+                raise SessionError(MessageType.BAD_SUBSCRIPTION, "advance_by must be at least 1")
+            parts, sets = session.next(_seconds(msg.timeout, "timeout"), msg.advance_by)
+            return encode_parts(parts, sets=sets)
+        if isinstance(msg, NextBatch):
+            if not 1 <= msg.max_records <= MAX_BATCH:
+                raise SessionError(MessageType.BAD_SUBSCRIPTION, f"max_records must be between 1 and {MAX_BATCH}")
+            parts, batch = session.next_batch(msg.max_records, _seconds(msg.timeout, "timeout"))
+            return encode_parts(parts, info={"batch": batch} if batch else None)
+        if isinstance(msg, GoToFile):
+            return Ok(session.go_to_file(msg.name))
+        if isinstance(msg, GoToNextFile):
+            return Ok(session.go_to_next_file(_seconds(msg.timeout, "timeout")))
+        if isinstance(msg, Stop):
+            return Error(MessageType.FORBIDDEN.value, "stop the server with an admin connection (ddscomm -s)")
+        return Error(MessageType.PROTOCOL_ERROR.value, f"unexpected {msg.TYPE!r}")
+    except SessionError as exc:
+        return Error(exc.message_type.value, str(exc))
+
+
+def run_child(sock: socket.socket, conn: Connection, peer, config, identity: str) -> int:
+    name = f"{peer[0]}:{peer[1]}"
+    _set_title(f"ddschildserver {name}")
+    logsetup.set_ident(f"ddschildserver[{os.getpid()}] {name}")
+    parent_pid = os.getppid()
+    _die_with_parent()
+    sock.setblocking(True)
+    _keepalive(sock)
+    watch = Watch(sock, conn, parent_pid, config.idle_timeout)
+    session = Session(Catalog(config.data_dir), watch, poll_interval=config.poll_interval)
+
+    def reply(message) -> None:
+        sock.settimeout(config.stall_timeout)
+        try:
+            send_chunks(sock, conn.send(message))
+        finally:
+            sock.settimeout(None)
+
+    try:
+        reply(Welcome(PROTOCOL_VERSION, identity, os.getpid()))
+        log.debug("session started")
+        while True:
+            msg = watch.next_request()
+            log.log(logsetup.VERBOSE, "request %s", msg)
+            try:
+                answer = handle(session, msg)
+            except SessionAbort:
+                raise
+            except Exception as exc:  # a bug must cost one answer, not the session
+                log.exception("error serving %s", msg.TYPE)
+                answer = Error(MessageType.SERVER_ERROR.value, f"{type(exc).__name__}: {exc}")
+            reply(answer)
+    except SessionAbort as exc:
+        why = str(exc)
+        if why == "shutdown":
+            log.info("server stopping: telling the client")
+            try:
+                sock.settimeout(1.0)
+                send_chunks(sock, Connection("server").send(Error(MessageType.SHUTDOWN.value, "server is shutting down")))
+            except OSError:
+                pass
+        elif why == "parent gone":
+            log.warning("parent server is gone: ending the session")
+        elif why == "idle":
+            log.info("client idle for %.0f s: dropped", config.idle_timeout)
+        else:
+            log.info("client left")
+    except ProtocolError as exc:
+        log.warning("protocol error: %s", exc)
+        try:
+            sock.settimeout(1.0)
+            send_chunks(sock, Connection("server").send(Error(MessageType.PROTOCOL_ERROR.value, str(exc))))
+        except OSError:
+            pass
+    except socket.timeout:
+        log.warning("client stopped reading for %.0f s: dropped", config.stall_timeout)
+    except (ConnectionError, OSError) as exc:
+        log.info("client connection lost: %s", exc)
+    finally:
+        session.close()
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        sock.close()
+    return EXIT_OK

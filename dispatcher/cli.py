@@ -1,0 +1,117 @@
+"""The ``ddsparentserver`` and ``ddscomm`` commands."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+
+import click
+
+from . import logsetup
+
+_CTX = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _level(ctx, param, value):
+    try:
+        return logsetup.parse_level(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@click.command(context_settings=_CTX)
+@click.option("-p", "--port", type=click.IntRange(0, 65535), default=9090, show_default=True,
+              help="port to listen on; 0 picks a free one")
+@click.option("-m", "--max-clients", type=click.IntRange(1, 100000), default=10, show_default=True,
+              help="most concurrent clients; more get SERVER_BUSY")
+@click.option("-l", "--log-level", "level", default="Info", show_default=True, callback=_level,
+              help="Verbose, Debug, Info, Warning, Error or Fatal")
+@click.option("-d", "--data-dir", type=click.Path(file_okay=False), default=None,
+              help="data directory [default: $DDS_DAQ_DATA_DIR]")
+@click.option("-b", "--bind", default="0.0.0.0", show_default=True, help="address to listen on")
+@click.option("--log-file", type=click.Path(dir_okay=False), default=None, help="log here instead of stderr")
+@click.option("--handshake-timeout", type=click.FloatRange(0.1, 600), default=5.0, show_default=True,
+              help="seconds a new connection has to say hello")
+@click.option("--idle-timeout", type=click.FloatRange(1, 10**7), default=3600.0, show_default=True,
+              help="seconds a client may stay silent between requests")
+@click.option("--stall-timeout", type=click.FloatRange(0.1, 10**6), default=60.0, show_default=True,
+              help="seconds a client may leave its data unread before it is dropped")
+@click.option("--poll-interval", type=click.FloatRange(0.001, 10), default=0.01, show_default=True,
+              help="seconds between checks for new data while a client waits")
+def parentserver(port, max_clients, level, data_dir, bind, log_file, handshake_timeout, idle_timeout,
+                 stall_timeout, poll_interval):
+    """Serve the ROOT files of a DAQ data directory to DDS clients (one forked child per client)."""
+    data_dir = data_dir or os.environ.get("DDS_DAQ_DATA_DIR")
+    if not data_dir:
+        raise click.UsageError("no data directory: give -d DIR or set DDS_DAQ_DATA_DIR")
+    if not os.path.isdir(data_dir):
+        raise click.UsageError(f"data directory {data_dir!r} does not exist or is not a directory")
+    logsetup.configure(level, log_file)
+    logsetup.set_ident(f"ddsparentserver[{os.getpid()}]")
+    from .parent import ServerConfig, ParentServer
+
+    config = ServerConfig(
+        data_dir=os.path.abspath(data_dir), port=port, bind=bind, max_clients=max_clients,
+        handshake_timeout=handshake_timeout, idle_timeout=idle_timeout, stall_timeout=stall_timeout,
+        poll_interval=poll_interval,
+    )
+    server = ParentServer(config)
+    try:
+        server.bind()
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {bind}:{port}: {exc.strerror or exc}") from None
+    # Import the readers now, once, so every forked child starts with them loaded.
+    import dispatcher.session  # noqa: F401
+    # selection is preloaded through session
+
+    sys.exit(server.serve())
+
+
+@click.command(context_settings=_CTX)
+@click.option("-s", "--shutdown", is_flag=True, help="stop the ddsparentserver")
+@click.option("-H", "--host", default="localhost", show_default=True)
+@click.option("-p", "--port", type=click.IntRange(1, 65535), default=9090, show_default=True)
+@click.option("--timeout", type=float, default=5.0, show_default=True, help="seconds to wait for the server")
+def ddscomm(shutdown, host, port, timeout):
+    """Talk to a running ddsparentserver."""
+    if not shutdown:
+        raise click.UsageError("nothing to do: use -s to shut the server down")
+    from .protocol import PROTOCOL_VERSION, Connection, Error, Hello, Ok, Stop, Welcome
+    from .transport import recv_message, send_message
+
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except OSError:
+        click.echo(f"no ddsparentserver at {host}:{port}", err=True)
+        sys.exit(1)
+    conn = Connection("client")
+    try:
+        with sock:
+            send_message(sock, conn, Hello(PROTOCOL_VERSION, "ddscomm", role="admin"))
+            welcome = recv_message(sock, conn, timeout)
+            if isinstance(welcome, Error):
+                click.echo(f"ddsparentserver at {host}:{port} refused: {welcome.message}", err=True)
+                sys.exit(1)
+            assert isinstance(welcome, Welcome)
+            send_message(sock, conn, Stop())
+            answer = recv_message(sock, conn, timeout)
+    except (OSError, TimeoutError, ConnectionError, Exception) as exc:
+        if isinstance(exc, SystemExit):
+            raise
+        click.echo(f"no ddsparentserver at {host}:{port} ({exc})", err=True)
+        sys.exit(1)
+    if isinstance(answer, Ok):
+        click.echo(f"ddsparentserver at {host}:{port} is shutting down")
+        sys.exit(0)
+    msg = answer.message if isinstance(answer, Error) else str(answer)
+    click.echo(f"ddsparentserver at {host}:{port} refused to shut down: {msg}", err=True)
+    sys.exit(1)
+
+
+def parentserver_main():
+    parentserver(prog_name="ddsparentserver")
+
+
+def ddscomm_main():
+    ddscomm(prog_name="ddscomm")

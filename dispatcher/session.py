@@ -1,0 +1,585 @@
+"""One client's session: its subscription, its position, and what to serve next.
+
+The session is the only place that knows the catalog (which files), the tailer
+(what is in them), the selection (what passes) and the keep-up mode (what comes
+next). It does no socket I/O: the child hands it a *waiter* whose ``wait(s)``
+sleeps while watching the client and the signals, and raises
+:class:`SessionAbort` when the session must end.
+
+Position: the current file, and per stream the next entry to read (``cursor``).
+Records read and passing the cut but not yet served wait in ``pending``; a new
+subscription rewinds each stream to its first unserved entry, so it applies
+from the current position.
+"""
+
+from __future__ import annotations
+
+import collections
+import difflib
+import logging
+import time
+
+import awkward as ak
+import numpy as np
+
+from .catalog import Catalog, NoFileError
+from .columnar import Part
+from .protocol import MessageType
+from .subscription import KeepUp, Subscription
+from .tail import FileGone, FileReader, Unreadable
+
+log = logging.getLogger("dds.session")
+
+#: entries read per chunk (aligned up to a basket boundary when one is near)
+CHUNK_ENTRIES = 50_000
+#: how many polls an unreadable open file is retried before it is reported
+UNREADABLE_POLLS = 200
+
+
+class SessionError(Exception):
+    """A request failed; the session goes on."""
+
+    def __init__(self, message_type: MessageType, message: str):
+        super().__init__(message)
+        self.message_type = message_type
+
+
+class SessionAbort(Exception):
+    """The session must end now (client gone, server stopping, parent dead)."""
+
+
+def _suggest(name: str, choices) -> str:
+    close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
+    hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
+    return f"{hint}(branches: {', '.join(sorted(choices))})"
+
+
+class _Stream:
+    __slots__ = ("cursor", "pending", "passed")
+
+    def __init__(self, cursor: int = 0):
+        self.cursor = cursor  # next entry to read
+        self.pending = collections.deque()  # [entries, arrays, pos]: passed the cut, not yet served
+        self.passed = 0  # records that passed the cut so far (prescale phase)
+
+    def pending_count(self) -> int:
+        return sum(len(entries) - pos for entries, _, pos in self.pending)
+
+    def head_entry(self) -> int | None:
+        if not self.pending:
+            return None
+        entries, _, pos = self.pending[0]
+        return int(entries[pos])
+
+    def served_upto(self) -> int:
+        """The first entry not yet served."""
+        head = self.head_entry()
+        return self.cursor if head is None else head
+
+
+class Session:
+    """Serve one client.
+
+    Args:
+        catalog (Catalog): the data directory.
+        waiter: object with ``wait(seconds)``; raises SessionAbort to end the session.
+        poll_interval (float): seconds between checks for growth while waiting; default 0.01.
+    """
+
+    def __init__(self, catalog: Catalog, waiter, *, poll_interval: float = 0.01):
+        self.catalog = catalog
+        self.waiter = waiter
+        self.poll_interval = poll_interval
+        self.sub: Subscription | None = None
+        self.file: str | None = None
+        self.reader: FileReader | None = None
+        self.final = False  # the current file was re-read after it was seen closed
+        self.unreadable_polls = 0
+        self.streams: dict[str, _Stream] = {}
+        self._selections: dict = {}
+        self._start_pending: str | None = None  # start rule waiting for the first file
+        self._rr = 0  # round robin over streams in record mode
+
+    # ------------------------------------------------------------------ requests
+
+    def subscribe(self, sub: Subscription) -> dict:
+        self._check_against_files(sub)
+        old = self.streams
+        self.sub = sub
+        self._selections = {}
+        if self.file is None:
+            self.streams = {s: _Stream() for s in sub.streams}
+            self._start(sub.start)
+        else:
+            # From the current position: rewind what was read ahead but not served.
+            self.streams = {s: _Stream(old[s].served_upto() if s in old else 0) for s in sub.streams}
+            for s in sub.streams:
+                if s in old:
+                    self.streams[s].passed = 0
+        return {"file": self.file}
+
+    def next(self, timeout: float, advance_by: int = 1) -> tuple[list[Part], list]:
+        """The next record set: (parts, sets) for a data message."""
+        self._need_subscription()
+        if advance_by < 1:
+            raise SessionError(MessageType.BAD_SUBSCRIPTION, f"advance_by must be at least 1, not {advance_by}")
+        deadline = time.monotonic() + timeout
+        result = None
+        for _ in range(advance_by):
+            result = self._next_set(deadline)
+        return result
+
+    def next_batch(self, max_records: int, timeout: float) -> tuple[list[Part], dict | None]:
+        self._need_subscription()
+        if max_records < 1:
+            raise SessionError(MessageType.BAD_SUBSCRIPTION, f"max_records must be at least 1, not {max_records}")
+        deadline = time.monotonic() + timeout
+        if self.sub.keep_up is KeepUp.RECORD:
+            return self._newest(deadline, max_records), None
+        if self.sub.sync:
+            return self._sync_batch(deadline, max_records)
+        stream = self._produce(deadline)
+        st = self.streams[stream]
+        while st.pending_count() < max_records and self._read_chunk(stream, max_records):
+            pass
+        return [self._take(stream, max_records)], None
+
+    def go_to_file(self, name: str) -> dict:
+        try:
+            self.catalog.path(name)
+        except NoFileError as exc:
+            raise SessionError(MessageType.NO_FILE, str(exc)) from None
+        self._enter(name)
+        return {"file": name}
+
+    def go_to_next_file(self, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            nxt = self._files_after(self.file)
+            if nxt is not None:
+                self._enter(nxt)
+                return {"file": nxt}
+            self._wait(deadline, f"no file after {self.file} within {timeout:g} s")
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
+
+    # ------------------------------------------------------------------ position
+
+    def _need_subscription(self) -> None:
+        if self.sub is None:
+            raise SessionError(MessageType.BAD_SUBSCRIPTION, "no subscription yet: call subscribe() first")
+
+    def _files(self) -> list[str]:
+        try:
+            return self.catalog.files()
+        except OSError as exc:
+            log.warning("cannot list data directory %s: %s", self.catalog.root, exc)
+            return []
+
+    def _files_after(self, name):
+        for f in self._files():
+            if name is None or f > name:
+                return f
+        return None
+
+    def _start(self, start: str) -> None:
+        files = self._files()
+        if start in ("oldest", "current", "latest"):
+            if not files:
+                self._start_pending = start
+                return
+            self._start_pending = None
+            name = files[0] if start == "oldest" else files[-1]
+            self._enter(name)
+            if start == "latest" and self.reader is not None:
+                for s, st in self.streams.items():
+                    info = self.reader.trees.get(s)
+                    st.cursor = info.num_entries if info else 0
+            return
+        try:
+            self.catalog.path(start)
+        except NoFileError as exc:
+            raise SessionError(MessageType.NO_FILE, f"start: {exc}") from None
+        self._enter(start)
+
+    def _enter(self, name: str) -> None:
+        """Position at entry 0 of file ``name``."""
+        if self.reader is not None:
+            self.reader.close()
+        self.file = name
+        self.final = False
+        self.unreadable_polls = 0
+        self._start_pending = None
+        self.reader = FileReader(self.catalog.path(name)) if name in self._files() else None
+        for st in self.streams.values():
+            st.cursor = 0
+            st.pending.clear()
+        self._refresh()
+        log.debug("now at file %s", name)
+
+    def _is_open(self) -> bool:
+        files = self._files()
+        return bool(files) and files[-1] == self.file
+
+    def _refresh(self) -> None:
+        """Pick up growth of the current file; drop it if it vanished or cannot be read."""
+        if self.reader is None:
+            return
+        try:
+            self.reader.refresh()
+            self.unreadable_polls = 0
+        except FileGone:
+            log.warning("file %s disappeared; skipping it", self.file)
+            self.reader = None
+        except Unreadable as exc:
+            self.unreadable_polls += 1
+            if not self._is_open() or self.unreadable_polls >= UNREADABLE_POLLS:
+                log.warning("skipping unreadable file %s: %s", self.file, exc)
+                self.reader.close()
+                self.reader = None
+                self.final = True
+
+    def _move_on(self) -> bool:
+        """Current file exhausted: go to the next one if it is closed. False: wait."""
+        if self.file is None:
+            if self._start_pending and self._files():
+                self._start(self._start_pending)
+                return True
+            return False
+        if self.reader is not None and self._is_open():
+            return False
+        if self.reader is not None and not self.final:
+            # It just became closed: read it once more to its final length.
+            self.final = True
+            self._refresh()
+            return True
+        if self.sub.keep_up is KeepUp.FILE:
+            files = self._files()
+            nxt = files[-1] if files and files[-1] > self.file else None
+        else:
+            nxt = self._files_after(self.file)
+        if nxt is None:
+            return False
+        self._enter(nxt)
+        return True
+
+    def _wait(self, deadline: float, what: str) -> None:
+        now = time.monotonic()
+        if now >= deadline:
+            raise SessionError(MessageType.TIMEOUT, what)
+        self.waiter.wait(min(self.poll_interval, deadline - now))
+        if self.reader is not None and not self.final:
+            self._refresh()
+
+    # ------------------------------------------------------------------ reading
+
+    def _selection(self, stream: str, info):
+        text = self.sub.selection_for(stream)
+        if not text:
+            return None
+        key = (stream, tuple(sorted(info.kinds.items())))
+        sel = self._selections.get(key)
+        if sel is None:
+            from .selection import SelectionError, compile_selection
+
+            try:
+                sel = compile_selection(text, stream, info.kinds)
+            except SelectionError as exc:
+                raise SessionError(MessageType.BAD_SELECTION, str(exc)) from None
+            self._selections[key] = sel
+        return sel
+
+    def _fields(self, stream: str, info) -> list[str]:
+        wanted = self.sub.branches_for(stream)
+        if wanted is None:
+            return list(info.kinds)
+        return [b for b in wanted if b in info.kinds]
+
+    def _read_chunk(self, stream: str, want: int = 1, limit: int | None = None) -> bool:
+        """Read the next chunk of ``stream`` (up to entry ``limit``) into pending.
+
+        False when nothing is left to read now."""
+        if self.reader is None:
+            return False
+        info = self.reader.trees.get(stream)
+        st = self.streams[stream]
+        n = info.num_entries if info is not None else 0
+        if limit is not None:
+            n = min(n, limit)
+        if st.cursor >= n:
+            return False
+        start = st.cursor
+        stop = self._chunk_stop(stream, start, max(want, CHUNK_ENTRIES), n)
+        sel = self._selection(stream, info)
+        fields = self._fields(stream, info)
+        needed = set(fields)
+        if sel is not None:
+            needed |= sel.branches
+        if self.sub.sync:
+            needed.add(self.sub.sync)
+        if not needed:
+            needed = {next(iter(info.kinds))}
+        try:
+            arrays = self.reader.read(stream, needed, start, stop)
+        except FileGone:
+            log.warning("file %s disappeared while reading %s", self.file, stream)
+            self.reader = None
+            return False
+        except Unreadable as exc:
+            log.warning("%s", exc)
+            if self._is_open():
+                return False
+            self.reader = None
+            return False
+        entries = np.arange(start, stop, dtype=np.int64)
+        if sel is not None:
+            mask = sel.evaluate({name: arrays[name] for name in sel.branches})
+            entries = entries[mask]
+            arrays = arrays[mask]
+        prescale = self.sub.prescale
+        if prescale > 1 and len(entries) and self.sub.keep_up is not KeepUp.RECORD:
+            keep = (st.passed + np.arange(len(entries))) % prescale == 0
+            st.passed += len(entries)
+            entries, arrays = entries[keep], arrays[keep]
+        st.cursor = stop
+        if len(entries):
+            out = fields + ([self.sub.sync] if self.sub.sync and self.sub.sync not in fields else [])
+            st.pending.append([entries, arrays[out], 0])
+        return True
+
+    def _chunk_stop(self, stream: str, start: int, target: int, n: int) -> int:
+        stop = min(n, start + target)
+        if stop == n:
+            return n
+        # Align to a basket boundary when one is near, so no basket is decompressed twice.
+        for off in self.reader.offsets(stream):
+            if off >= stop:
+                return off if off - start <= 4 * target else stop
+        return stop
+
+    def _fill(self) -> bool:
+        """Make every stream have pending records or nothing left to read. True if any has some."""
+        for s, st in self.streams.items():
+            while not st.pending and self._read_chunk(s):
+                pass
+        return any(st.pending for st in self.streams.values())
+
+    def _produce(self, deadline: float) -> str:
+        """Wait until some stream has a record to serve; return the stream whose next entry is smallest."""
+        while True:
+            if self._fill():
+                best = min((st.head_entry(), i, s) for i, (s, st) in enumerate(self.streams.items()) if st.pending)
+                return best[2]
+            if self._move_on():
+                continue
+            self._wait(deadline, self._timeout_text(deadline))
+
+    def _timeout_text(self, deadline) -> str:
+        where = f"file {self.file}" if self.file else "an empty data directory"
+        return f"no record passing the subscription in {where} before the timeout"
+
+    def _take(self, stream: str, n: int) -> Part:
+        """Pop up to ``n`` pending records of ``stream`` as one part."""
+        st = self.streams[stream]
+        ents, arrs = [], []
+        while st.pending and n > 0:
+            entries, arrays, pos = chunk = st.pending[0]
+            k = min(n, len(entries) - pos)
+            ents.append(entries[pos : pos + k])
+            arrs.append(arrays[pos : pos + k])
+            n -= k
+            if pos + k == len(entries):
+                st.pending.popleft()
+            else:
+                chunk[2] = pos + k
+        entries = ents[0] if len(ents) == 1 else np.concatenate(ents)
+        arrays = arrs[0] if len(arrs) == 1 else ak.concatenate(arrs)
+        return Part(stream, self.file, entries, arrays)
+
+    def _next_set(self, deadline: float):
+        if self.sub.keep_up is KeepUp.RECORD:
+            parts = self._newest(deadline, 1)
+            return parts, [{"file": parts[0].file, "members": [[0, 0]], "missing": []}]
+        if self.sub.sync:
+            return self._sync_set(deadline)
+        stream = self._produce(deadline)
+        part = self._take(stream, 1)
+        return [part], [{"file": part.file, "members": [[0, 0]], "missing": []}]
+
+    # ------------------------------------------------------------------ record mode
+
+    def _newest(self, deadline: float, n: int) -> list[Part]:
+        """The newest passing records not yet served (up to n), of one stream."""
+        while True:
+            files = self._files()
+            if files and (self.file is None or files[-1] > self.file):
+                self._enter(files[-1])
+            else:
+                self._refresh()
+            if self.reader is not None:
+                order = list(self.streams)
+                for i in range(len(order)):
+                    s = order[(self._rr + i) % len(order)]
+                    part = self._scan_back(s, n)
+                    if part is not None:
+                        self._rr = (self._rr + i + 1) % len(order)
+                        return [part]
+            self._wait(deadline, self._timeout_text(deadline))
+
+    def _scan_back(self, stream: str, n: int) -> Part | None:
+        """Up to n newest passing entries of ``stream`` after its cursor, reading backwards."""
+        info = self.reader.trees.get(stream)
+        st = self.streams[stream]
+        if info is None or info.num_entries <= st.cursor:
+            return None
+        st.pending.clear()
+        hi, floor = info.num_entries, st.cursor
+        found_e, found_a = [], []
+        got = 0
+        step = max(n, 1000)
+        while hi > floor and got < n:
+            lo = max(floor, hi - step)
+            st.cursor = lo
+            while st.cursor < hi:
+                if not self._read_chunk(stream, hi - st.cursor, limit=hi):
+                    st.pending.clear()
+                    return None
+            if st.pending:
+                entries = np.concatenate([c[0] for c in st.pending])
+                arrays = ak.concatenate([c[1] for c in st.pending]) if len(st.pending) > 1 else st.pending[0][1]
+                st.pending.clear()
+                k = min(n - got, len(entries))
+                found_e.insert(0, entries[len(entries) - k :])
+                found_a.insert(0, arrays[len(entries) - k :])
+                got += k
+            hi = lo
+            step *= 2
+        st.cursor = info.num_entries
+        if not got:
+            return None
+        entries = np.concatenate(found_e)
+        arrays = found_a[0] if len(found_a) == 1 else ak.concatenate(found_a)
+        return Part(stream, self.file, entries, arrays)
+
+    # ------------------------------------------------------------------ event building
+
+    def _sync_value(self, stream: str):
+        st = self.streams[stream]
+        entries, arrays, pos = st.pending[0]
+        return arrays[self.sub.sync][pos]
+
+    def _sync_ready(self, deadline: float):
+        """Wait for the next synced set: (value, members, missing)."""
+        first_seen = {}
+        while True:
+            self._fill()
+            heads = {s: self._sync_value(s) for s, st in self.streams.items() if st.pending}
+            if heads:
+                v = min(heads.values())
+                members = [s for s in self.streams if s in heads and heads[s] == v]
+                missing = [s for s in self.streams if s not in members]
+                # A stream with nothing pending on a growing file may still bring v.
+                waiting = [s for s in missing if s not in heads]
+                growing = self.reader is not None and self._is_open()
+                if not waiting or not growing:
+                    return v, members, missing
+                t0 = first_seen.setdefault(v, time.monotonic())
+                if time.monotonic() - t0 >= self.sub.max_sync_delay:
+                    return v, members, missing
+            elif self._move_on():
+                continue
+            self._wait(deadline, self._timeout_text(deadline))
+
+    def _sync_set(self, deadline: float):
+        v, members, missing = self._sync_ready(deadline)
+        parts = [self._take(s, 1) for s in members]
+        return parts, [{"file": self.file, "members": [[i, 0] for i in range(len(parts))], "missing": missing}]
+
+    def _sync_batch(self, deadline: float, max_records: int):
+        """Up to max_records synced sets of one file: one part per stream and each set's row in it."""
+        rows = {s: [] for s in self.streams}
+        taken = {s: [] for s in self.streams}
+        nsets = 0
+        file = None
+        while nsets < max_records:
+            if nsets == 0:
+                v, members, missing = self._sync_ready(deadline)
+                file = self.file
+            else:
+                # more sets only if they are ready now: a batch is returned as soon as it has one
+                self._fill()
+                v, members, missing = self._sync_ready_nowait()
+                if v is None:
+                    break
+            for s in members:
+                taken[s].append(self._take(s, 1))
+                rows[s].append(nsets)
+            nsets += 1
+        parts = []
+        positions = {}
+        for s in self.streams:
+            if taken[s]:
+                ps = taken[s]
+                parts.append(Part(s, file, np.concatenate([p.entries for p in ps]), ak.concatenate([p.arrays for p in ps])))
+                positions[s] = rows[s]
+        return parts, {"length": nsets, "positions": positions}
+
+    def _sync_ready_nowait(self):
+        heads = {s: self._sync_value(s) for s, st in self.streams.items() if st.pending}
+        if not heads:
+            return None, [], []
+        v = min(heads.values())
+        members = [s for s in self.streams if s in heads and heads[s] == v]
+        missing = [s for s in self.streams if s not in members]
+        if any(s not in heads for s in missing) and self.reader is not None and self._is_open():
+            return None, [], []
+        return v, members, missing
+
+    # ------------------------------------------------------------------ checks
+
+    def _check_against_files(self, sub: Subscription) -> None:
+        """Reject, at subscribe time, what the newest file that has a stream shows is wrong."""
+        files = self._files()
+        for stream in sub.streams:
+            info = self._find_tree(stream, files)
+            if info is None:
+                continue
+            wanted = sub.branches_for(stream)
+            for b in wanted or ():
+                if b not in info.kinds:
+                    raise SessionError(
+                        MessageType.BAD_SUBSCRIPTION,
+                        f"unknown branch {b!r} in branches for stream {stream}; {_suggest(b, info.kinds)}",
+                    )
+            if sub.sync and sub.sync not in info.kinds:
+                raise SessionError(
+                    MessageType.BAD_SUBSCRIPTION,
+                    f"sync branch {sub.sync!r} is not in stream {stream}; {_suggest(sub.sync, info.kinds)}",
+                )
+            if sub.sync and info.kinds[sub.sync] != "flat":
+                raise SessionError(MessageType.BAD_SUBSCRIPTION, f"sync branch {sub.sync!r} of stream {stream} is not a number")
+            text = sub.selection_for(stream)
+            if text:
+                from .selection import SelectionError, compile_selection
+
+                try:
+                    compile_selection(text, stream, info.kinds)
+                except SelectionError as exc:
+                    raise SessionError(MessageType.BAD_SELECTION, str(exc)) from None
+
+    def _find_tree(self, stream: str, files):
+        if self.reader is not None and stream in self.reader.trees:
+            return self.reader.trees[stream]
+        for name in reversed(files[-3:]):
+            r = FileReader(self.catalog.path(name))
+            try:
+                r.refresh()
+            except (FileGone, Unreadable):
+                continue
+            finally:
+                r.close()
+            if stream in r.trees:
+                return r.trees[stream]
+        return None

@@ -1,0 +1,161 @@
+"""What a client asks for: streams, keep-up mode, selection, branches, start, prescale, sync.
+
+Shared by both sides: the client builds a :class:`Subscription` and sends
+``to_dict()``; the server rebuilds it with :func:`from_dict`, which checks every
+field of what arrived (it came from the network) and raises
+:class:`SubscriptionError` with a message naming the problem.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+from typing import Mapping
+
+MAX_STREAMS = 64
+MAX_NAME = 256
+
+
+class SubscriptionError(ValueError):
+    """The subscription is malformed; the message says which field and why."""
+
+
+class KeepUp(str, enum.Enum):
+    """How a client keeps up with the DAQ.
+
+    ALL: every record, never skipping. FILE: every record of a file, then jump to
+    the newest file. RECORD: always the newest record.
+    """
+
+    ALL = "all"
+    FILE = "file"
+    RECORD = "record"
+
+    @classmethod
+    def parse(cls, value) -> "KeepUp":
+        if isinstance(value, KeepUp):
+            return value
+        if isinstance(value, str):
+            key = value.strip().lower()
+            key = {"filekeepup": "file", "recordkeepup": "record"}.get(key, key)
+            for mode in cls:
+                if mode.value == key:
+                    return mode
+        raise SubscriptionError(
+            f"keep_up must be one of 'all', 'file', 'record' (or All, FileKeepUp, RecordKeepUp), not {value!r}"
+        )
+
+
+def _name(value, what: str) -> str:
+    if not isinstance(value, str) or not value or len(value) > MAX_NAME or "\x00" in value:
+        raise SubscriptionError(f"{what} must be a non-empty name of at most {MAX_NAME} characters, not {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """A client's subscription.
+
+    Args:
+        streams (tuple of str): tree names; an unknown one may appear in a later file; default ``("DaqSnarl",)``.
+        keep_up (str or KeepUp): ``"all"``, ``"file"`` or ``"record"``; default ``"file"``.
+        selection (None, str or dict): one expression for every stream, or ``{stream: expression}``.
+        branches (None or dict): ``{stream: [names]}``: only these are sent; default all.
+        start (str): ``"current"``, ``"oldest"``, ``"latest"`` or a file name; default ``"current"``.
+        prescale (int): deliver the 1st, (n+1)th, ... passing record per stream; default 1.
+        sync (None or str): branch to build record sets across streams on; default None.
+        max_sync_delay (float): seconds to wait for a missing stream on the open file; default 2.0.
+    """
+
+    streams: tuple = ("DaqSnarl",)
+    keep_up: KeepUp = KeepUp.FILE
+    selection: object = None
+    branches: object = None
+    start: str = "current"
+    prescale: int = 1
+    sync: object = None
+    max_sync_delay: float = 2.0
+
+    def __post_init__(self):
+        streams = (self.streams,) if isinstance(self.streams, str) else self.streams
+        if not isinstance(streams, (list, tuple)) or not streams or len(streams) > MAX_STREAMS:
+            raise SubscriptionError(f"streams must be 1 to {MAX_STREAMS} tree names, not {self.streams!r}")
+        streams = tuple(_name(s, "a stream") for s in streams)
+        if len(set(streams)) != len(streams):
+            raise SubscriptionError(f"streams are repeated: {list(streams)}")
+        object.__setattr__(self, "streams", streams)
+        object.__setattr__(self, "keep_up", KeepUp.parse(self.keep_up))
+
+        sel = self.selection
+        if isinstance(sel, Mapping):
+            for k, v in sel.items():
+                if k not in streams:
+                    raise SubscriptionError(f"selection names stream {k!r}, which is not subscribed ({', '.join(streams)})")
+                if not isinstance(v, str):
+                    raise SubscriptionError(f"selection for stream {k!r} must be a string, not {type(v).__name__}")
+            object.__setattr__(self, "selection", dict(sel))
+        elif sel is not None and not isinstance(sel, str):
+            raise SubscriptionError(f"selection must be None, a string or a dict {{stream: expression}}, not {type(sel).__name__}")
+
+        br = self.branches
+        if br is not None:
+            if not isinstance(br, Mapping):
+                raise SubscriptionError("branches must be None or a dict {stream: [branch names]}")
+            clean = {}
+            for k, v in br.items():
+                if k not in streams:
+                    raise SubscriptionError(f"branches names stream {k!r}, which is not subscribed ({', '.join(streams)})")
+                if isinstance(v, str) or not isinstance(v, (list, tuple)):
+                    raise SubscriptionError(f"branches for stream {k!r} must be a list of names")
+                clean[k] = tuple(_name(b, "a branch") for b in v)
+            object.__setattr__(self, "branches", clean)
+
+        _name(self.start, "start")
+        if isinstance(self.prescale, bool) or not isinstance(self.prescale, int) or not 1 <= self.prescale <= 2**31:
+            raise SubscriptionError(f"prescale must be a positive integer, not {self.prescale!r}")
+        if self.sync is not None:
+            _name(self.sync, "sync")
+        d = self.max_sync_delay
+        if isinstance(d, bool) or not isinstance(d, (int, float)) or not math.isfinite(d) or not 0 <= d <= 3600:
+            raise SubscriptionError(f"max_sync_delay must be between 0 and 3600 seconds, not {d!r}")
+        object.__setattr__(self, "max_sync_delay", float(d))
+
+    def selection_for(self, stream: str) -> str | None:
+        if isinstance(self.selection, dict):
+            return self.selection.get(stream)
+        return self.selection
+
+    def branches_for(self, stream: str):
+        """The branch names to send for ``stream``, or None for all."""
+        if self.branches is None:
+            return None
+        return self.branches.get(stream)
+
+    def to_dict(self) -> dict:
+        return {
+            "streams": list(self.streams),
+            "keep_up": self.keep_up.value,
+            "selection": self.selection,
+            "branches": None if self.branches is None else {k: list(v) for k, v in self.branches.items()},
+            "start": self.start,
+            "prescale": self.prescale,
+            "sync": self.sync,
+            "max_sync_delay": self.max_sync_delay,
+        }
+
+
+_FIELDS = ("streams", "keep_up", "selection", "branches", "start", "prescale", "sync", "max_sync_delay")
+
+
+def from_dict(data) -> Subscription:
+    """Rebuild and check a subscription that arrived from the network."""
+    if not isinstance(data, dict):
+        raise SubscriptionError("subscription must be a JSON object")
+    unknown = set(data) - set(_FIELDS)
+    if unknown:
+        raise SubscriptionError(f"unknown subscription fields: {', '.join(sorted(unknown))}")
+    try:
+        return Subscription(**data)
+    except TypeError as exc:  # e.g. unhashable values
+        raise SubscriptionError(str(exc)) from None

@@ -1,0 +1,155 @@
+"""Read entries of the streams of one data file, safely, also while it grows.
+
+uproot's writer rewrites the TTree metadata on every ``extend``; a reader that
+opens the file at that moment can catch a half-written state. A reader that
+keeps one handle open never sees growth. So: re-open when ``stat`` says the file
+changed, and retry a failed open or read after a short pause, re-opening each
+time. A read either returns exactly the entries asked for or raises.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+
+import awkward as ak
+import uproot
+
+log = logging.getLogger("dds.tail")
+
+RETRY_PAUSES = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
+
+
+class FileGone(OSError):
+    """The file was deleted."""
+
+
+class Unreadable(Exception):
+    """The file cannot be read as ROOT (not ROOT, truncated, still being created)."""
+
+
+@dataclass
+class TreeInfo:
+    name: str
+    num_entries: int
+    kinds: dict  # branch name -> "flat" | "jagged"
+    offsets: list = field(default_factory=list)  # entry offsets where every branch starts a basket
+
+
+def _kind(branch) -> str | None:
+    interp = branch.interpretation
+    if isinstance(interp, uproot.interpretation.numerical.AsDtype) and interp.inner_shape == ():
+        return "flat"
+    if isinstance(interp, uproot.interpretation.jagged.AsJagged) and isinstance(
+        interp.content, uproot.interpretation.numerical.AsDtype
+    ):
+        return "jagged"
+    return None  # strings, objects, fixed-size arrays: not served
+
+
+def _scan(file) -> dict[str, TreeInfo]:
+    trees = {}
+    for key, classname in file.classnames(cycle=False).items():
+        if classname != "TTree":
+            continue
+        tree = file[key]
+        kinds = {}
+        for b in tree.branches:
+            k = _kind(b)
+            if k is not None:
+                kinds[b.name] = k
+        trees[key] = TreeInfo(key, int(tree.num_entries), kinds)
+    return trees
+
+
+class FileReader:
+    """The trees of one data file.
+
+    Args:
+        path (str): full path of the file.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        self.name = os.path.basename(path)
+        self._file = None
+        self._sig = None
+        self.trees: dict[str, TreeInfo] = {}
+
+    def _stat(self):
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            raise FileGone(f"file {self.name} was deleted") from None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def refresh(self) -> bool:
+        """Re-open if the file changed on disk; True if it did. Raises FileGone or Unreadable."""
+        sig = self._stat()
+        if sig == self._sig and self._file is not None:
+            return False
+        self._reopen()
+        return True
+
+    def _reopen(self) -> None:
+        last = None
+        for pause in (0.0, *RETRY_PAUSES):
+            if pause:
+                time.sleep(pause)
+            sig = self._stat()
+            try:
+                f = uproot.open(self.path, handler=uproot.source.file.MultithreadedFileSource, use_threads=False)
+                trees = _scan(f)
+            except Exception as exc:  # uproot raises many kinds on torn or foreign data
+                last = exc
+                continue
+            self.close()
+            self._file, self._sig, self.trees = f, sig, trees
+            return
+        raise Unreadable(f"cannot read {self.name} as ROOT: {type(last).__name__}: {last}")
+
+    def offsets(self, stream: str) -> list:
+        info = self.trees[stream]
+        if not info.offsets or info.offsets[-1] != info.num_entries:
+            try:
+                info.offsets = [int(x) for x in self._file[stream].common_entry_offsets()]
+            except Exception:
+                info.offsets = [0, info.num_entries]
+        return info.offsets
+
+    def read(self, stream: str, branches, start: int, stop: int) -> ak.Array:
+        """Entries ``[start, stop)`` of ``branches`` of tree ``stream`` as an awkward record array."""
+        last = None
+        for attempt, pause in enumerate((0.0, *RETRY_PAUSES)):
+            if pause:
+                time.sleep(pause)
+            try:
+                if attempt:
+                    self._reopen()
+                tree = self._file[stream]
+                if tree.num_entries < stop:
+                    raise ValueError(f"tree has {tree.num_entries} entries, wanted {stop}")
+                # filter_name with a callable: branch names are matched, never parsed as expressions
+                wanted = frozenset(branches)
+                arrays = tree.arrays(
+                    filter_name=wanted.__contains__, entry_start=start, entry_stop=stop, library="ak"
+                )
+                if len(arrays) != stop - start:
+                    raise ValueError(f"read {len(arrays)} entries, wanted {stop - start}")
+                return arrays
+            except (FileGone, Unreadable):
+                raise
+            except Exception as exc:
+                last = exc
+                log.debug("retrying read of %s %s[%d:%d]: %s", self.name, stream, start, stop, exc)
+        raise Unreadable(f"cannot read {stream}[{start}:{stop}] of {self.name}: {type(last).__name__}: {last}")
+
+    def close(self) -> None:
+        if self._file is not None:
+            try:
+                self._file.close()
+            except Exception:
+                pass
+            self._file = None

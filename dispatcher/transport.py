@@ -1,0 +1,54 @@
+"""Moving frames over a blocking socket: the I/O half that protocol.py leaves out."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+from .protocol import Connection, Message
+
+#: scatter-gather writes: at most this many chunks per sendmsg (IOV_MAX is 1024)
+_IOV = 512
+
+
+def send_chunks(sock: socket.socket, chunks) -> None:
+    """Write every chunk (bytes-like) in order, without joining them first."""
+    views = [memoryview(c).cast("B") for c in chunks if memoryview(c).nbytes]
+    i = 0
+    while i < len(views):
+        sent = sock.sendmsg(views[i : i + _IOV])
+        while sent:
+            n = views[i].nbytes
+            if sent >= n:
+                sent -= n
+                i += 1
+            else:
+                views[i] = views[i][sent:]
+                sent = 0
+
+
+def send_message(sock: socket.socket, conn: Connection, message: Message) -> None:
+    send_chunks(sock, conn.send(message))
+
+
+def recv_message(sock: socket.socket, conn: Connection, timeout: float | None) -> Message:
+    """Block until one whole message arrived. Raises TimeoutError, ConnectionError, RemoteProtocolError."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        msg = conn.next_message()
+        if msg is not None:
+            return msg
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no answer from the server in time")
+            sock.settimeout(left)
+        else:
+            sock.settimeout(None)
+        try:
+            data = sock.recv(min(max(conn.bytes_wanted, 1 << 16), 1 << 24))
+        except socket.timeout:
+            raise TimeoutError("no answer from the server in time") from None
+        if not data:
+            raise ConnectionError("connection closed by peer")
+        conn.receive_data(data)
