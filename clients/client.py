@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import socket
 
 import awkward as ak
@@ -21,6 +22,7 @@ from dispatcher.protocol import (
     NextBatch,
     Ok,
     ProtocolError,
+    Rewind,
     Subscribe,
     Welcome,
 )
@@ -53,10 +55,15 @@ class DDSClient:
         ...     rs = dds.next(timeout=10)
     """
 
-    def __init__(self, host: str = "localhost", port: int = 9090, *, connect_timeout: float = 10.0, token: str = ""):
+    def __init__(self, host: str = "localhost", port: int = 9090, *, connect_timeout: float = 10.0, token: str = "",
+                 prefetch: int = 256):
         self.host = host
         self.port = int(port)
         self.server = ""
+        # next() asks for up to this many sets that are ready now and hands them out one by one
+        self.prefetch = max(1, int(prefetch))
+        self._ahead = collections.deque()  # RecordSets received but not yet returned
+        self._sub = None
         self._conn = Connection("client")
         self._sock = None
         try:
@@ -145,7 +152,9 @@ class DDSClient:
                 raise DDSError(str(exc), MessageType.BAD_SUBSCRIPTION) from None
         elif kwargs:
             raise TypeError("give a Subscription or keywords, not both")
+        self._give_back()
         reply = self._call(Subscribe(subscription.to_dict()), 60.0)
+        self._sub = subscription
         return reply.info if isinstance(reply, Ok) else {}
 
     def next(self, timeout: float = 120.0, advance_by: int = 1) -> RecordSet:
@@ -158,21 +167,47 @@ class DDSClient:
         Raises:
             DDSTimeout: nothing within ``timeout``; the session stays usable.
         """
-        reply = self._call(Next(float(timeout), int(advance_by)), float(timeout) + REPLY_MARGIN)
-        return _record_set(self._data(reply))
+        advance_by = int(advance_by)
+        if advance_by < 1:
+            raise DDSError(f"advance_by must be at least 1, not {advance_by}", MessageType.BAD_SUBSCRIPTION)
+        if len(self._ahead) >= advance_by:
+            for _ in range(advance_by - 1):
+                self._ahead.popleft()
+            return self._ahead.popleft()
+        advance_by -= len(self._ahead)  # those are skipped: the server's position is past them
+        self._ahead.clear()
+        prefetch = self.prefetch if self._sub is not None and self._sub.keep_up.value != "record" else 1
+        reply = self._call(Next(float(timeout), advance_by, prefetch), float(timeout) + REPLY_MARGIN)
+        self._ahead.extend(_record_sets(self._data(reply)))
+        return self._ahead.popleft()
+
+    def _give_back(self) -> None:
+        """Tell the server which sets sent ahead were not used, so they are served again."""
+        if not self._ahead:
+            return
+        first = {}
+        for rs in self._ahead:
+            for stream, entry in rs.entries.items():
+                first.setdefault(stream, entry)
+        file = self._ahead[0].file
+        self._ahead.clear()
+        self._call(Rewind(file, first), 60.0)
 
     def next_batch(self, max_records: int = 1000, timeout: float = 120.0) -> RecordBatch:
         """Up to ``max_records`` passing records of one stream from one file, as soon as one is there."""
+        self._give_back()
         reply = self._call(NextBatch(int(max_records), float(timeout)), float(timeout) + REPLY_MARGIN)
         return _record_batch(self._data(reply))
 
     def go_to_file(self, name: str) -> str:
         """Continue at entry 0 of data file ``name``. Raises DDSError(NO_FILE) for unknown or outside names."""
+        self._ahead.clear()
         reply = self._call(GoToFile(str(name)), 60.0)
         return reply.info.get("file", name)
 
     def go_to_next_file(self, timeout: float = 120.0) -> str:
         """Continue at entry 0 of the file after the current one, waiting for it to appear."""
+        self._ahead.clear()
         reply = self._call(GoToNextFile(float(timeout)), float(timeout) + REPLY_MARGIN)
         return reply.info.get("file", "")
 
@@ -186,15 +221,27 @@ class DDSClient:
             raise DDSError(str(exc), MessageType.PROTOCOL_ERROR) from None
 
 
-def _record_set(data) -> RecordSet:
+def _record_sets(data) -> list[RecordSet]:
     header, parts = data
-    s = header["sets"][0]
-    records, entries = {}, {}
-    for part_index, row in s["members"]:
-        p = parts[part_index]
-        records[p.stream] = p.arrays[row].to_list()
-        entries[p.stream] = int(p.entries[row])
-    return RecordSet(s["file"], records, entries, s.get("missing", ()))
+    info = header.get("info") or {}
+    if "order" in info:  # single-record sets sent ahead: set i is the next row of part order[i]
+        rows = [p.arrays.to_list() for p in parts]
+        used = [0] * len(parts)
+        out = []
+        for i in info["order"]:
+            p, r = parts[i], used[i]
+            used[i] += 1
+            out.append(RecordSet(p.file, {p.stream: rows[i][r]}, {p.stream: int(p.entries[r])}))
+        return out
+    out = []
+    for s in info["sets"]:
+        records, entries = {}, {}
+        for part_index, row in s["members"]:
+            p = parts[part_index]
+            records[p.stream] = p.arrays[row].to_list()
+            entries[p.stream] = int(p.entries[row])
+        out.append(RecordSet(s["file"], records, entries, s.get("missing", ())))
+    return out
 
 
 def _record_batch(data) -> RecordBatch:

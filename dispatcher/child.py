@@ -33,6 +33,7 @@ from .protocol import (
     NextBatch,
     Ok,
     ProtocolError,
+    Rewind,
     Stop,
     Subscribe,
     Welcome,
@@ -161,8 +162,12 @@ def handle(session: Session, msg):
         if isinstance(msg, Next):
             if msg.advance_by < 1 or msg.advance_by > 1_000_000_000:
                 raise SessionError(MessageType.BAD_SUBSCRIPTION, "advance_by must be at least 1")
-            parts, sets = session.next(_seconds(msg.timeout, "timeout"), msg.advance_by)
-            return encode_parts(parts, sets=sets)
+            if not 1 <= msg.prefetch <= MAX_BATCH:
+                raise SessionError(MessageType.BAD_SUBSCRIPTION, f"prefetch must be between 1 and {MAX_BATCH}")
+            parts, layout = session.next(_seconds(msg.timeout, "timeout"), msg.advance_by, msg.prefetch)
+            return encode_parts(parts, info=layout)
+        if isinstance(msg, Rewind):
+            return Ok(session.rewind(msg.file, msg.entries))
         if isinstance(msg, NextBatch):
             if not 1 <= msg.max_records <= MAX_BATCH:
                 raise SessionError(MessageType.BAD_SUBSCRIPTION, f"max_records must be between 1 and {MAX_BATCH}")

@@ -25,8 +25,8 @@ class Part:
     arrays: ak.Array  # records, one per entry
 
 
-def encode_parts(parts: list[Part], sets: list | None = None, info: dict | None = None) -> Data:
-    """Build a :class:`Data` message. ``sets``: ``[{"file", "members": [[part, row], ...], "missing": [...]}]``."""
+def encode_parts(parts: list[Part], info: dict | None = None) -> Data:
+    """Build a :class:`Data` message; ``info`` says how parts make record sets (see docs/PROTOCOL.md)."""
     descs, chunks = [], []
     for p in parts:
         form, length, container = ak.to_buffers(ak.to_packed(p.arrays))
@@ -46,8 +46,6 @@ def encode_parts(parts: list[Part], sets: list | None = None, info: dict | None 
         chunks.append(entries.data.cast("B"))
         chunks.extend(memoryview(b).cast("B") for b in bufs)
     header = {"parts": descs}
-    if sets is not None:
-        header["sets"] = sets
     if info:
         header["info"] = info
     return Data(header=header, body=chunks)

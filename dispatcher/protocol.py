@@ -119,6 +119,16 @@ class Next(Message):
     TYPE: ClassVar[str] = "next"
     timeout: float
     advance_by: int = 1
+    prefetch: int = 1  # send up to this many sets ready now, so the client need not ask for each
+
+
+@dataclass(frozen=True)
+class Rewind(Message):
+    """The client drops sets it was sent ahead; the server serves them again, from ``entries``."""
+
+    TYPE: ClassVar[str] = "rewind"
+    file: str
+    entries: dict
 
 
 @dataclass(frozen=True)
@@ -176,7 +186,7 @@ class Data(Message):
     body: Any = b""  # bytes-like; a list of bytes-like chunks when sending
 
 
-REQUESTS = (Subscribe, Next, NextBatch, GoToFile, GoToNextFile, Stop)
+REQUESTS = (Subscribe, Next, Rewind, NextBatch, GoToFile, GoToNextFile, Stop)
 REPLIES = (Welcome, Ok, Error, Data)
 _BY_TYPE = {cls.TYPE: cls for cls in (Hello, *REQUESTS, *REPLIES)}
 

@@ -32,6 +32,7 @@ log = logging.getLogger("dds.session")
 
 #: entries read per chunk (aligned up to a basket boundary when one is near)
 CHUNK_ENTRIES = 50_000
+FIRST_CHUNK = 2_000
 #: how many polls an unreadable open file is retried before it is reported
 UNREADABLE_POLLS = 200
 
@@ -55,9 +56,10 @@ def _suggest(name: str, choices) -> str:
 
 
 class _Stream:
-    __slots__ = ("cursor", "pending", "passed")
+    __slots__ = ("cursor", "pending", "passed", "chunk")
 
     def __init__(self, cursor: int = 0):
+        self.chunk = FIRST_CHUNK  # grows to CHUNK_ENTRIES: a first record comes fast, bulk reads are big
         self.cursor = cursor  # next entry to read
         self.pending = collections.deque()  # [entries, arrays, pos]: passed the cut, not yet served
         self.passed = 0  # records that passed the cut so far (prescale phase)
@@ -118,16 +120,64 @@ class Session:
                     self.streams[s].passed = 0
         return {"file": self.file}
 
-    def next(self, timeout: float, advance_by: int = 1) -> tuple[list[Part], list]:
-        """The next record set: (parts, sets) for a data message."""
+    def next(self, timeout: float, advance_by: int = 1, prefetch: int = 1) -> tuple[list[Part], dict]:
+        """The next record set, and up to ``prefetch - 1`` more that are ready now.
+
+        Returns (parts, layout) for a data message: ``layout`` is ``{"sets": [...]}``
+        (each set's members as [part, row]) or, for prefetched single-record sets,
+        ``{"order": [part, ...]}`` (set i is the next row of part order[i]).
+        """
         self._need_subscription()
         if advance_by < 1:
             raise SessionError(MessageType.BAD_SUBSCRIPTION, f"advance_by must be at least 1, not {advance_by}")
         deadline = time.monotonic() + timeout
-        result = None
-        for _ in range(advance_by):
-            result = self._next_set(deadline)
-        return result
+        if self.sub.keep_up is KeepUp.RECORD or self.sub.sync:
+            for _ in range(advance_by - 1):
+                self._next_set(deadline)
+            parts, sets = self._next_set(deadline)
+            return parts, {"sets": sets}
+        for _ in range(advance_by - 1):
+            self._take(self._produce(deadline), 1)
+        self._produce(deadline)
+        return self._merged(max(1, prefetch))
+
+    def _merged(self, n: int) -> tuple[list[Part], dict]:
+        """Up to n pending records of all streams, merged in (entry, stream) order, without waiting."""
+        heads = []
+        for i, (s, st) in enumerate(self.streams.items()):
+            while st.pending_count() < n and self._read_chunk(s, n):
+                pass
+            got = 0
+            for entries, _, pos in st.pending:
+                take = entries[pos : pos + n - got]
+                heads.append((take, np.full(len(take), i, dtype=np.int64)))
+                got += len(take)
+                if got >= n:
+                    break
+        entries = np.concatenate([h[0] for h in heads])
+        which = np.concatenate([h[1] for h in heads])
+        pick = np.lexsort((which, entries))[:n]
+        order_streams = which[pick]
+        names = list(self.streams)
+        parts, index = [], {}
+        for i in np.unique(order_streams):
+            index[int(i)] = len(parts)
+            parts.append(self._take(names[i], int(np.count_nonzero(order_streams == i))))
+        return parts, {"order": [index[int(i)] for i in order_streams]}
+
+    def rewind(self, file: str, entries: dict) -> dict:
+        """The client did not use records it was sent ahead: serve them again from ``entries``."""
+        self._need_subscription()
+        if file != self.file:
+            return {"file": self.file}
+        for s, st in self.streams.items():
+            upto = st.served_upto()
+            e = entries.get(s)
+            if isinstance(e, int) and not isinstance(e, bool) and 0 <= e < upto:
+                upto = e
+            st.cursor = upto
+            st.pending.clear()
+        return {"file": self.file}
 
     def next_batch(self, max_records: int, timeout: float) -> tuple[list[Part], dict | None]:
         self._need_subscription()
@@ -311,7 +361,8 @@ class Session:
         if st.cursor >= n:
             return False
         start = st.cursor
-        stop = self._chunk_stop(stream, start, max(want, CHUNK_ENTRIES), n)
+        stop = self._chunk_stop(stream, start, max(want, st.chunk), n)
+        st.chunk = min(2 * st.chunk, CHUNK_ENTRIES)
         sel = self._selection(stream, info)
         fields = self._fields(stream, info)
         needed = set(fields)
