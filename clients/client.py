@@ -43,7 +43,10 @@ class DDSClient:
         host (str): server host; default ``"localhost"``.
         port (int): server port; default 9090.
         connect_timeout (float): seconds to wait for the connection and greeting; default 10.
-        token (str): shared secret, if the server requires one; default none.
+        token (str): shared secret, if the server requires one (``--token-file``); default none.
+        tls (bool): talk TLS, verifying the server's certificate and host name; default False.
+        cafile (str): with TLS, trust this CA (or self-signed) certificate file; default: the system CAs.
+            Giving ``cafile`` implies ``tls=True``.
 
     Raises:
         DDSConnectionError: no server at host:port.
@@ -56,13 +59,14 @@ class DDSClient:
     """
 
     def __init__(self, host: str = "localhost", port: int = 9090, *, connect_timeout: float = 10.0, token: str = "",
-                 prefetch: int = 256):
+                 prefetch: int = 256, tls: bool = False, cafile: str | None = None):
         self.host = host
         self.port = int(port)
         self.server = ""
         # next() asks for up to this many sets that are ready now and hands them out one by one
         self.prefetch = max(1, int(prefetch))
         self._ahead = collections.deque()  # RecordSets received but not yet returned
+        self._used: dict = {}  # records of each stream returned from the last prefetched reply
         self._sub = None
         self._conn = Connection("client")
         self._sock = None
@@ -71,6 +75,14 @@ class DDSClient:
         except OSError as exc:
             raise DDSConnectionError(f"cannot connect to ddsparentserver at {host}:{port}: {exc.strerror or exc}") from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tls or cafile:
+            from dispatcher.access import TLSStream, client_tls_context
+
+            try:
+                sock = TLSStream(client_tls_context(cafile).wrap_socket(sock, server_hostname=host))
+            except OSError as exc:  # ssl.SSLError: no TLS there, unknown CA, wrong host name...
+                sock.close()
+                raise DDSConnectionError(f"TLS with ddsparentserver at {host}:{port} failed: {exc}") from None
         self._sock = sock
         welcome = self._call(Hello(PROTOCOL_VERSION, "DDSClient", token=token or ""), connect_timeout)
         if not isinstance(welcome, Welcome):
@@ -170,28 +182,27 @@ class DDSClient:
         advance_by = int(advance_by)
         if advance_by < 1:
             raise DDSError(f"advance_by must be at least 1, not {advance_by}", MessageType.BAD_SUBSCRIPTION)
-        if len(self._ahead) >= advance_by:
-            for _ in range(advance_by - 1):
-                self._ahead.popleft()
-            return self._ahead.popleft()
-        advance_by -= len(self._ahead)  # those are skipped: the server's position is past them
-        self._ahead.clear()
-        prefetch = self.prefetch if self._sub is not None and self._sub.keep_up.value != "record" else 1
-        reply = self._call(Next(float(timeout), advance_by, prefetch), float(timeout) + REPLY_MARGIN)
-        self._ahead.extend(_record_sets(self._data(reply)))
-        return self._ahead.popleft()
+        if len(self._ahead) < advance_by:
+            advance_by -= len(self._ahead)  # those are skipped: the server's position is past them
+            self._ahead.clear()
+            prefetch = self.prefetch if self._sub is not None and self._sub.keep_up.value != "record" else 1
+            reply = self._call(Next(float(timeout), advance_by, prefetch), float(timeout) + REPLY_MARGIN)
+            self._ahead.extend(_record_sets(self._data(reply)))
+            self._used = {}
+            advance_by = 1  # the server skipped the others
+        for _ in range(advance_by):
+            rs = self._ahead.popleft()
+            for stream in rs.entries:
+                self._used[stream] = self._used.get(stream, 0) + 1
+        return rs
 
     def _give_back(self) -> None:
         """Tell the server which sets sent ahead were not used, so they are served again."""
         if not self._ahead:
             return
-        first = {}
-        for rs in self._ahead:
-            for stream, entry in rs.entries.items():
-                first.setdefault(stream, entry)
         file = self._ahead[0].file
         self._ahead.clear()
-        self._call(Rewind(file, first), 60.0)
+        self._call(Rewind(file, self._used), 60.0)
 
     def next_batch(self, max_records: int = 1000, timeout: float = 120.0) -> RecordBatch:
         """Up to ``max_records`` passing records of one stream from one file, as soon as one is there."""

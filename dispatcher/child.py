@@ -167,7 +167,7 @@ def handle(session: Session, msg):
             parts, layout = session.next(_seconds(msg.timeout, "timeout"), msg.advance_by, msg.prefetch)
             return encode_parts(parts, info=layout)
         if isinstance(msg, Rewind):
-            return Ok(session.rewind(msg.file, msg.entries))
+            return Ok(session.rewind(msg.file, msg.consumed))
         if isinstance(msg, NextBatch):
             if not 1 <= msg.max_records <= MAX_BATCH:
                 raise SessionError(MessageType.BAD_SUBSCRIPTION, f"max_records must be between 1 and {MAX_BATCH}")

@@ -124,11 +124,12 @@ class Next(Message):
 
 @dataclass(frozen=True)
 class Rewind(Message):
-    """The client drops sets it was sent ahead; the server serves them again, from ``entries``."""
+    """The client used only ``consumed[stream]`` records of each stream of the last prefetched
+    reply; the server serves the rest again (they may not pass a new subscription)."""
 
     TYPE: ClassVar[str] = "rewind"
     file: str
-    entries: dict
+    consumed: dict
 
 
 @dataclass(frozen=True)

@@ -101,6 +101,7 @@ class Session:
         self._selections: dict = {}
         self._start_pending: str | None = None  # start rule waiting for the first file
         self._rr = 0  # round robin over streams in record mode
+        self._sent: dict = {}  # stream -> (position before, entries) of the last prefetched reply
 
     # ------------------------------------------------------------------ requests
 
@@ -160,23 +161,34 @@ class Session:
         order_streams = which[pick]
         names = list(self.streams)
         parts, index = [], {}
+        self._sent = {}
         for i in np.unique(order_streams):
             index[int(i)] = len(parts)
-            parts.append(self._take(names[i], int(np.count_nonzero(order_streams == i))))
+            name = names[i]
+            start = self.streams[name].served_upto()
+            parts.append(self._take(name, int(np.count_nonzero(order_streams == i))))
+            self._sent[name] = (start, parts[-1].entries)
         return parts, {"order": [index[int(i)] for i in order_streams]}
 
-    def rewind(self, file: str, entries: dict) -> dict:
-        """The client did not use records it was sent ahead: serve them again from ``entries``."""
+    def rewind(self, file: str, consumed: dict) -> dict:
+        """The client used only ``consumed[stream]`` records of the last prefetched reply.
+
+        Each stream goes back to just after its last used record, so what follows is
+        exactly what a client without prefetch would get next.
+        """
         self._need_subscription()
         if file != self.file:
             return {"file": self.file}
         for s, st in self.streams.items():
             upto = st.served_upto()
-            e = entries.get(s)
-            if isinstance(e, int) and not isinstance(e, bool) and 0 <= e < upto:
-                upto = e
+            if s in self._sent:
+                start, entries = self._sent[s]
+                used = consumed.get(s, 0)
+                if isinstance(used, int) and not isinstance(used, bool) and 0 <= used < len(entries):
+                    upto = start if used == 0 else int(entries[used - 1]) + 1
             st.cursor = upto
             st.pending.clear()
+        self._sent = {}
         return {"file": self.file}
 
     def next_batch(self, max_records: int, timeout: float) -> tuple[list[Part], dict | None]:
