@@ -14,6 +14,7 @@ from dispatcher.subscription import KeepUp, Subscription
 
 from .client import DDSClient
 from .errors import DDSConnectionError, DDSError, DDSTimeout
+from .iterate import iterate  # eager: importing the submodule would otherwise shadow the function
 from .records import RecordBatch, RecordSet
 
 __all__ = [
@@ -28,11 +29,3 @@ __all__ = [
     "Subscription",
     "iterate",
 ]
-
-
-def __getattr__(name):
-    if name == "iterate":
-        from .iterate import iterate
-
-        return iterate
-    raise AttributeError(f"module 'clients' has no attribute {name!r}")
