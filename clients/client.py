@@ -212,14 +212,14 @@ class DDSClient:
 
     def go_to_file(self, name: str) -> str:
         """Continue at entry 0 of data file ``name``. Raises DDSError(NO_FILE) for unknown or outside names."""
-        self._ahead.clear()
         reply = self._call(GoToFile(str(name)), 60.0)
+        self._ahead.clear()  # only after the move: a refused one keeps the position and these sets
         return reply.info.get("file", name)
 
     def go_to_next_file(self, timeout: float = 120.0) -> str:
         """Continue at entry 0 of the file after the current one, waiting for it to appear."""
-        self._ahead.clear()
         reply = self._call(GoToNextFile(float(timeout)), float(timeout) + REPLY_MARGIN)
+        self._ahead.clear()
         return reply.info.get("file", "")
 
     def _data(self, reply) -> tuple:
