@@ -192,6 +192,9 @@ def run_child(sock: socket.socket, conn: Connection, peer, config, identity: str
     _die_with_parent()
     sock.setblocking(True)
     _keepalive(sock)
+    import numexpr
+
+    numexpr.set_num_threads(1)  # one child per client: clients, not threads, use the cores
     watch = Watch(sock, conn, parent_pid, config.idle_timeout)
     session = Session(Catalog(config.data_dir), watch, poll_interval=config.poll_interval)
 
