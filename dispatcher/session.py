@@ -398,7 +398,9 @@ class Session:
             return False
         entries = np.arange(start, stop, dtype=np.int64)
         if sel is not None:
-            mask = sel.evaluate({name: arrays[name] for name in sel.branches})
+            # one column more than the cut reads, so a constant cut ("1") knows the chunk's length
+            columns = {name: arrays[name] for name in (*sel.branches, arrays.fields[0])}
+            mask = sel.evaluate(columns)
             entries = entries[mask]
             arrays = arrays[mask]
         prescale = self.sub.prescale
@@ -416,10 +418,11 @@ class Session:
         stop = min(n, start + target)
         if stop == n:
             return n
-        # Align to a basket boundary when one is near, so no basket is decompressed twice.
+        # Align to a basket boundary when one is near, so no basket is decompressed twice. The basket
+        # holding ``stop`` is decompressed whole anyway, so a small first chunk also reads to its end.
         for off in self.reader.offsets(stream):
             if off >= stop:
-                return off if off - start <= 4 * target else stop
+                return off if off - start <= 4 * max(target, CHUNK_ENTRIES) else stop
         return stop
 
     def _fill(self) -> bool:
