@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import sys
@@ -11,6 +12,27 @@ import click
 from . import logsetup
 
 _CTX = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _networks(ctx, param, value):
+    from .access import parse_networks
+
+    try:
+        return parse_networks(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _token(path):
+    """(token, warning) from a token file; (None, None) without one."""
+    if not path:
+        return None, None
+    from .access import read_token_file
+
+    try:
+        return read_token_file(path)
+    except (OSError, ValueError) as exc:
+        raise click.BadParameter(str(exc), param_hint="'--token-file'") from None
 
 
 def _level(ctx, param, value):
@@ -39,24 +61,40 @@ def _level(ctx, param, value):
               help="seconds a client may leave its data unread before it is dropped")
 @click.option("--poll-interval", type=click.FloatRange(0.001, 10), default=0.01, show_default=True,
               help="seconds between checks for new data while a client waits")
+@click.option("--allow", "allow", default=None, metavar="NETS", callback=_networks,
+              help="only these addresses/networks may connect, e.g. 10.0.0.0/8,127.0.0.1 [default: everyone]")
+@click.option("--token-file", type=click.Path(dir_okay=False), default=None,
+              help="every client must send the shared secret in this file (DDSClient(token=...))")
+@click.option("--tls-cert", type=click.Path(dir_okay=False), default=None,
+              help="serve TLS only, with this PEM certificate chain")
+@click.option("--tls-key", type=click.Path(dir_okay=False), default=None,
+              help="PEM private key for --tls-cert, if not in the same file")
 def parentserver(port, max_clients, level, data_dir, bind, log_file, handshake_timeout, idle_timeout,
-                 stall_timeout, poll_interval):
+                 stall_timeout, poll_interval, allow, token_file, tls_cert, tls_key):
     """Serve the ROOT files of a DAQ data directory to DDS clients (one forked child per client)."""
     data_dir = data_dir or os.environ.get("DDS_DAQ_DATA_DIR")
     if not data_dir:
         raise click.UsageError("no data directory: give -d DIR or set DDS_DAQ_DATA_DIR")
     if not os.path.isdir(data_dir):
         raise click.UsageError(f"data directory {data_dir!r} does not exist or is not a directory")
+    token, token_warning = _token(token_file)
+    if tls_key and not tls_cert:
+        raise click.UsageError("--tls-key needs --tls-cert")
     logsetup.configure(level, log_file)
     logsetup.set_ident(f"ddsparentserver[{os.getpid()}]")
+    if token_warning:
+        logging.getLogger("dds.parent").warning("%s", token_warning)
     from .parent import ServerConfig, ParentServer
 
     config = ServerConfig(
         data_dir=os.path.abspath(data_dir), port=port, bind=bind, max_clients=max_clients,
         handshake_timeout=handshake_timeout, idle_timeout=idle_timeout, stall_timeout=stall_timeout,
-        poll_interval=poll_interval,
+        poll_interval=poll_interval, allow=allow, token=token, tls_cert=tls_cert, tls_key=tls_key,
     )
-    server = ParentServer(config)
+    try:
+        server = ParentServer(config)
+    except OSError as exc:  # ssl.SSLError too: unreadable or mismatched certificate and key
+        raise click.ClickException(f"cannot use TLS certificate {tls_cert}: {exc}") from None
     try:
         server.bind()
     except OSError as exc:
@@ -73,22 +111,37 @@ def parentserver(port, max_clients, level, data_dir, bind, log_file, handshake_t
 @click.option("-H", "--host", default="localhost", show_default=True)
 @click.option("-p", "--port", type=click.IntRange(1, 65535), default=9090, show_default=True)
 @click.option("--timeout", type=float, default=5.0, show_default=True, help="seconds to wait for the server")
-def ddscomm(shutdown, host, port, timeout):
+@click.option("--token-file", type=click.Path(dir_okay=False), default=None,
+              help="send the shared secret in this file (for a server started with --token-file)")
+@click.option("--tls", is_flag=True, help="talk TLS (for a server started with --tls-cert)")
+@click.option("--cafile", type=click.Path(dir_okay=False), default=None,
+              help="with --tls: trust this CA (or self-signed) certificate [default: the system CAs]")
+def ddscomm(shutdown, host, port, timeout, token_file, tls, cafile):
     """Talk to a running ddsparentserver."""
     if not shutdown:
         raise click.UsageError("nothing to do: use -s to shut the server down")
     from .protocol import PROTOCOL_VERSION, Connection, Error, Hello, Ok, Stop, Welcome
     from .transport import recv_message, send_message
 
+    token, _ = _token(token_file)
     try:
         sock = socket.create_connection((host, port), timeout=timeout)
     except OSError:
         click.echo(f"no ddsparentserver at {host}:{port}", err=True)
         sys.exit(1)
+    if tls or cafile:
+        from .access import TLSStream, client_tls_context
+
+        try:
+            sock = TLSStream(client_tls_context(cafile).wrap_socket(sock, server_hostname=host))
+        except OSError as exc:
+            sock.close()
+            click.echo(f"TLS with ddsparentserver at {host}:{port} failed: {exc}", err=True)
+            sys.exit(1)
     conn = Connection("client")
     try:
         with sock:
-            send_message(sock, conn, Hello(PROTOCOL_VERSION, "ddscomm", role="admin"))
+            send_message(sock, conn, Hello(PROTOCOL_VERSION, "ddscomm", role="admin", token=token or ""))
             welcome = recv_message(sock, conn, timeout)
             if isinstance(welcome, Error):
                 click.echo(f"ddsparentserver at {host}:{port} refused: {welcome.message}", err=True)

@@ -67,8 +67,8 @@ def decode_parts(msg: Data) -> list[Part]:
                 pos += size
             arrays = ak.from_buffers(ak.forms.from_dict(d["form"]), length, container)
             parts.append(Part(d["stream"], d["file"], entries, arrays))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise RemoteProtocolError(f"malformed record data: {exc}") from None
+    except Exception as exc:  # awkward checks a form with assert, getattr, indexing...: any of them may fail
+        raise RemoteProtocolError(f"malformed record data: {type(exc).__name__}: {exc}") from None
     if pos != len(body):
         raise RemoteProtocolError(f"record data has {len(body) - pos} unexplained bytes")
     return parts

@@ -6,7 +6,9 @@ but wake that wait (``signal.set_wakeup_fd``); the loop then acts on the signal
 numbers read from the pipe. The parent reads only the small hello frame of each
 connection itself (bounded, with a deadline), so it can answer SERVER_BUSY, a
 refused token or a wrong protocol version without forking, and handle
-``ddscomm -s`` even when full. Knows nothing of ROOT.
+``ddscomm -s`` even when full. With TLS, the parent also does each TLS
+handshake, non-blocking, inside the same wait; the child inherits the TLS
+session through the fork. Knows nothing of ROOT. See docs/SECURITY.md.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ EXIT_OK = 0
 EXIT_USAGE = 2
 EXIT_CHILD_CRASH = 70  # a child's session raised something unexpected
 
-MAX_PENDING = 128  # connections in handshake at once; beyond, new ones are closed at once
+MAX_PENDING = 128  # connections in handshake at once; beyond, the oldest is dropped for the newcomer
+TLS_HANDSHAKE_RECORD = 0x16  # first byte of every TLS ClientHello
 GRACEFUL_SECONDS = 3.0
 FAST_SECONDS = 1.0
 
@@ -55,22 +58,29 @@ class ServerConfig:
     stall_timeout: float = 60.0  # a client not reading its data this long is dropped
     poll_interval: float = 0.01
     allow: list | None = None  # networks; None: everyone
-    token: str | None = None
+    token: str | None = None  # shared secret every hello must carry; None: none needed
+    tls_cert: str | None = None  # PEM certificate chain: serve TLS only
+    tls_key: str | None = None  # PEM private key, if not in tls_cert
 
 
 class _Pending:
-    __slots__ = ("sock", "peer", "conn", "deadline", "admin")
+    __slots__ = ("sock", "peer", "conn", "deadline", "admin", "handshaking")
 
-    def __init__(self, sock, peer, deadline):
+    def __init__(self, sock, peer, deadline, handshaking=False):
         self.sock = sock
         self.peer = peer
         self.conn = Connection("server")
         self.deadline = deadline
         self.admin = False
+        self.handshaking = handshaking  # TLS: "new" (nothing read yet), "tls" (under way) or False (done)
 
 
 def _peer_text(peer) -> str:
     return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+
+
+def _shorten(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def describe_status(status: int) -> str:
@@ -96,6 +106,8 @@ class ParentServer:
         self._wake_r = self._wake_w = -1
         self._stop: str | None = None  # None, "graceful" or "fast"
         self.identity = f"ddsparentserver/{__version__} {socket.gethostname()} pid {os.getpid()}"
+        # Load the certificate now: a bad one is a start-up error, not a per-client one.
+        self.tls = access.server_tls_context(config.tls_cert, config.tls_key) if config.tls_cert else None
 
     # ------------------------------------------------------------------ setup
 
@@ -127,6 +139,10 @@ class ParentServer:
         level = max(logging.INFO, logging.getLogger("dds").getEffectiveLevel())
         log.log(level, "listening on %s:%d (data directory %s, at most %d clients)", host, port,
                 self.config.data_dir, self.config.max_clients)
+        log.log(level, "access: %s; %s; %s",
+                "clients from " + ",".join(map(str, self.config.allow)) if self.config.allow else "clients from anywhere",
+                "token required" if self.config.token else "no token",
+                "TLS" if self.tls else "no TLS (plain TCP)")
         while self._stop is None:
             timeout = 1.0
             if self.pending:
@@ -198,10 +214,21 @@ class ParentServer:
             self._refuse(sock, Connection("server"), MessageType.FORBIDDEN, "your address is not allowed")
             return
         if len(self.pending) >= MAX_PENDING:
-            log.warning("refused connection from %s: too many handshakes in progress", _peer_text(peer))
-            sock.close()
-            return
-        p = _Pending(sock, peer, time.monotonic() + self.config.handshake_timeout)
+            # Drop the oldest handshake, not the newcomer: half-open connections
+            # (slowloris) then cannot lock real clients out, they only age out faster.
+            oldest = min(self.pending.values(), key=lambda q: q.deadline)
+            log.warning("too many handshakes in progress (%d): dropping the oldest, from %s",
+                        len(self.pending), _peer_text(oldest.peer))
+            self._drop_pending(oldest)
+            oldest.sock.close()
+        if self.tls is not None:
+            try:
+                sock = access.TLSStream(self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False))
+            except OSError as exc:
+                log.info("connection from %s failed before the TLS handshake: %s", _peer_text(peer), exc)
+                sock.close()
+                return
+        p = _Pending(sock, peer, time.monotonic() + self.config.handshake_timeout, handshaking="new" if self.tls is not None else False)
         self.pending[sock] = p
         self.sel.register(sock, selectors.EVENT_READ, p)
         log.debug("connection from %s", _peer_text(peer))
@@ -235,7 +262,58 @@ class ParentServer:
             self._drop_pending(p)
             self._refuse(p.sock, p.conn, MessageType.PROTOCOL_ERROR, "handshake timeout")
 
+    def _tls_handshake(self, p: _Pending) -> bool:
+        """Advance the TLS handshake without blocking. True once it is done."""
+        import ssl
+
+        if p.handshaking == "new":
+            try:
+                first = p.sock.recv(1, socket.MSG_PEEK)
+            except (BlockingIOError, InterruptedError):
+                return False
+            except OSError:
+                first = b""
+            if not first:  # connected and left (a port probe): nothing to report
+                self._drop_pending(p)
+                p.sock.close()
+                return False
+            if first[0] != TLS_HANDSHAKE_RECORD:
+                self._not_tls(p)
+                return False
+            p.handshaking = "tls"
+        try:
+            p.sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self.sel.modify(p.sock, selectors.EVENT_READ, p)
+            return False
+        except ssl.SSLWantWriteError:
+            self.sel.modify(p.sock, selectors.EVENT_WRITE, p)
+            return False
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError: not TLS, bad version, unknown CA...
+            log.warning("TLS handshake with %s failed: %s", _peer_text(p.peer), exc)
+            self._drop_pending(p)
+            p.sock.close()
+            return False
+        p.handshaking = False
+        self.sel.modify(p.sock, selectors.EVENT_READ, p)
+        log.debug("TLS with %s: %s %s", _peer_text(p.peer), p.sock.version(), (p.sock.cipher() or ("?",))[0])
+        return True
+
+    def _not_tls(self, p: _Pending) -> None:
+        """A plain DDS client (or anything else) talking to a TLS server: say so in plain text."""
+        log.warning("client %s did not start a TLS handshake (this server speaks TLS only); closing",
+                    _peer_text(p.peer))
+        self._drop_pending(p)
+        try:
+            p.sock.send_plain(b"".join(Connection("server").send(
+                Error(MessageType.PROTOCOL_ERROR.value, "this server speaks TLS only; connect with TLS"))))
+        except OSError:
+            pass
+        p.sock.close()
+
     def _handle_pending(self, p: _Pending) -> None:
+        if p.handshaking and not self._tls_handshake(p):
+            return
         try:
             data = p.sock.recv(65536)
         except (BlockingIOError, InterruptedError):
@@ -264,9 +342,10 @@ class ParentServer:
                 else:
                     raise ProtocolError(f"unexpected {msg.TYPE!r} before the session started")
         except ProtocolError as exc:
-            log.warning("protocol error from %s: %s", _peer_text(p.peer), exc)
+            text = _shorten(str(exc))  # it may quote up to 64 KiB of what the peer sent
+            log.warning("protocol error from %s: %s", _peer_text(p.peer), text)
             self._drop_pending(p)
-            self._refuse(p.sock, Connection("server"), MessageType.PROTOCOL_ERROR, str(exc))
+            self._refuse(p.sock, Connection("server"), MessageType.PROTOCOL_ERROR, text)
         except Exception:  # never let one connection take the parent down
             log.exception("unexpected error handling %s", _peer_text(p.peer))
             self._drop_pending(p)
@@ -311,9 +390,10 @@ class ParentServer:
     def _on_stop(self, p: _Pending) -> None:
         peer = _peer_text(p.peer)
         self._drop_pending(p)
-        # Only loopback may stop the server, or a peer that proved the admin token.
+        # Only loopback may stop the server, or a peer that proved the admin token
+        # (with a token configured, every hello that got this far carried it).
         if access.is_loopback(p.peer) or self.config.token:
-            log.info("shutdown requested by %s", peer)
+            log.info("shutdown requested by %s%s", peer, "" if access.is_loopback(p.peer) else " (admin token)")
             try:
                 self._send(p, Ok({"server": self.identity}))
             except OSError:
@@ -321,7 +401,7 @@ class ParentServer:
             self._close(p.sock)
             self._stop = "graceful"
         else:
-            log.warning("shutdown request from %s refused: not a loopback peer", peer)
+            log.warning("shutdown request from %s refused: not a loopback peer and no admin token configured", peer)
             self._refuse(p.sock, p.conn, MessageType.FORBIDDEN, "shutdown is only allowed from the server's own host")
 
     def _fork(self, p: _Pending) -> None:

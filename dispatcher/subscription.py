@@ -117,7 +117,8 @@ class Subscription:
         if self.sync is not None:
             _name(self.sync, "sync")
         d = self.max_sync_delay
-        if isinstance(d, bool) or not isinstance(d, (int, float)) or not math.isfinite(d) or not 0 <= d <= 3600:
+        # range first: math.isfinite(10**400) raises OverflowError
+        if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0 <= d <= 3600 or not math.isfinite(d):
             raise SubscriptionError(f"max_sync_delay must be between 0 and 3600 seconds, not {d!r}")
         object.__setattr__(self, "max_sync_delay", float(d))
 
