@@ -54,7 +54,7 @@ def hostile_server(tmp_path_factory):
     outside.mkdir()
     write_file(outside / "secret.root", {"DaqSnarl": snarl_data(1000, 5)})
     os.symlink(outside / "secret.root", data / "link.root")
-    server = Server(data, "--handshake-timeout", "1", "--idle-timeout", "2")
+    server = Server(data, "--handshake-timeout", "1", "--idle-timeout", "3")
     try:
         yield server
     finally:
@@ -403,8 +403,8 @@ def test_frame_cut_off_inside_a_session_then_silence_is_dropped_at_the_idle_limi
     mark = log_mark(hostile_server)
     whole = frame({"type": "next", "timeout": 1.0})
     session.sock.sendall(whole[:5])
-    assert closed(session.sock)  # --idle-timeout 2
-    wait_for_log(hostile_server, mark, "client idle for 2 s: dropped")
+    assert closed(session.sock)  # --idle-timeout 3
+    wait_for_log(hostile_server, mark, "client idle for 3 s: dropped")
     assert_still_serves(hostile_server)
 
 
