@@ -32,7 +32,10 @@ log = logging.getLogger("dds.session")
 
 #: entries read per chunk (aligned up to a basket boundary when one is near)
 CHUNK_ENTRIES = 50_000
-FIRST_CHUNK = 2_000
+#: the first chunk of a stream: a DAQ file has one small basket per append (~10 records), and
+#: uproot pays ~50 us per basket, so a first record is fast only if the first read is short
+#: (the client's default prefetch of 256 sets is read anyway)
+FIRST_CHUNK = 256
 #: how many polls an unreadable open file is retried before it is reported
 UNREADABLE_POLLS = 200
 
@@ -285,12 +288,12 @@ class Session:
         files = self._files()
         return bool(files) and files[-1] == self.file
 
-    def _refresh(self) -> None:
+    def _refresh(self, force: bool = False) -> None:
         """Pick up growth of the current file; drop it if it vanished or cannot be read."""
         if self.reader is None:
             return
         try:
-            self.reader.refresh()
+            self.reader.refresh(force)
             self.unreadable_polls = 0
         except FileGone:
             log.warning("file %s disappeared; skipping it", self.file)
@@ -313,9 +316,10 @@ class Session:
         if self.reader is not None and self._is_open():
             return False
         if self.reader is not None and not self.final:
-            # It just became closed: read it once more to its final length.
+            # It just became closed: read it once more to its final length. Forced: the
+            # last append may have left size and mtime unchanged (see tail.SETTLE_SECONDS).
             self.final = True
-            self._refresh()
+            self._refresh(force=True)
             return True
         if self.sub.keep_up is KeepUp.FILE:
             files = self._files()

@@ -15,11 +15,17 @@ import time
 from dataclasses import dataclass, field
 
 import awkward as ak
+import numpy.ma  # noqa: F401  awkward imports it on the first read: load it once, before the parent forks
 import uproot
 
 log = logging.getLogger("dds.tail")
 
 RETRY_PAUSES = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
+#: File timestamps can be coarse (a jiffy; up to a second on some file systems), and
+#: uproot writes small baskets into space it reserved, so an append in the same tick as
+#: our stat can leave (size, mtime) unchanged. An open this soon after the mtime is
+#: not trusted: the file is looked at once more when the tick has surely passed.
+SETTLE_SECONDS = 1.0
 
 
 class FileGone(OSError):
@@ -76,6 +82,7 @@ class FileReader:
         self.name = os.path.basename(path)
         self._file = None
         self._sig = None
+        self._settled = False  # opened long enough after the last write that no write can hide
         self.trees: dict[str, TreeInfo] = {}
 
     def _stat(self):
@@ -85,11 +92,12 @@ class FileReader:
             raise FileGone(f"file {self.name} was deleted") from None
         return (st.st_ino, st.st_size, st.st_mtime_ns)
 
-    def refresh(self) -> bool:
-        """Re-open if the file changed on disk; True if it did. Raises FileGone or Unreadable."""
+    def refresh(self, force: bool = False) -> bool:
+        """Re-open if the file changed on disk (or ``force``); True if it did. Raises FileGone or Unreadable."""
         sig = self._stat()
-        if sig == self._sig and self._file is not None:
-            return False
+        if sig == self._sig and self._file is not None and not force:
+            if self._settled or time.time() - sig[2] / 1e9 < SETTLE_SECONDS:
+                return False
         self._reopen()
         return True
 
@@ -98,15 +106,19 @@ class FileReader:
         for pause in (0.0, *RETRY_PAUSES):
             if pause:
                 time.sleep(pause)
+            stat_time = time.time()
             sig = self._stat()
             try:
-                f = uproot.open(self.path, handler=uproot.source.file.MultithreadedFileSource, use_threads=False)
+                # no array cache: every range is read once, and a cache would hold up to 100 MB per child
+                f = uproot.open(self.path, handler=uproot.source.file.MultithreadedFileSource, use_threads=False,
+                                array_cache=None)
                 trees = _scan(f)
             except Exception as exc:  # uproot raises many kinds on torn or foreign data
                 last = exc
                 continue
             self.close()
             self._file, self._sig, self.trees = f, sig, trees
+            self._settled = stat_time - sig[2] / 1e9 >= SETTLE_SECONDS
             return
         raise Unreadable(f"cannot read {self.name} as ROOT: {type(last).__name__}: {last}")
 
