@@ -105,6 +105,7 @@ class Session:
         self._start_pending: str | None = None  # start rule waiting for the first file
         self._rr = 0  # round robin over streams in record mode
         self._sent: dict = {}  # stream -> (position before, entries) of the last prefetched reply
+        self._dir_trouble = False  # the data directory could not be listed last time
 
     # ------------------------------------------------------------------ requests
 
@@ -238,10 +239,16 @@ class Session:
 
     def _files(self) -> list[str]:
         try:
-            return self.catalog.files()
+            files = self.catalog.files()
         except OSError as exc:
-            log.warning("cannot list data directory %s: %s", self.catalog.root, exc)
+            if not self._dir_trouble:  # once, not at every poll
+                log.warning("cannot list data directory %s: %s", self.catalog.root, exc)
+                self._dir_trouble = True
             return []
+        if self._dir_trouble:
+            log.warning("data directory %s is readable again", self.catalog.root)
+            self._dir_trouble = False
+        return files
 
     def _files_after(self, name):
         for f in self._files():
@@ -310,7 +317,8 @@ class Session:
         """Current file exhausted: go to the next one if it is closed. False: wait."""
         if self.file is None:
             if self._start_pending and self._files():
-                self._start(self._start_pending)
+                # every record of a file that appeared after subscribing is new: "latest" reads it all
+                self._start("current" if self._start_pending == "latest" else self._start_pending)
                 return True
             return False
         if self.reader is not None and self._is_open():
