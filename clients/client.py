@@ -44,6 +44,9 @@ class DDSClient:
         port (int): server port; default 9090.
         connect_timeout (float): seconds to wait for the connection and greeting; default 10.
         token (str): shared secret, if the server requires one (``--token-file``); default none.
+        prefetch (int): ``next()`` asks for up to this many record sets that are ready now and
+            hands them out one by one (moves and new subscriptions give the unused ones back,
+            so results are the same as without); 1 turns it off; default 256.
         tls (bool): talk TLS, verifying the server's certificate and host name; default False.
         cafile (str): with TLS, trust this CA (or self-signed) certificate file; default: the system CAs.
             Giving ``cafile`` implies ``tls=True``.
