@@ -56,7 +56,9 @@ def _met(m) -> str:
 
 
 def _ratio(r: float) -> str:
-    return "—" if r is None or (isinstance(r, float) and math.isnan(r)) else f"{r:.2f}"
+    if r is None or (isinstance(r, float) and math.isnan(r)):
+        return "—"
+    return f"{r:.2f}" if abs(r) >= 0.1 else f"{r:.2g}"
 
 
 def render(sections: list[Section], machine: dict, command: str, mode: str, seconds: float, failures: list) -> str:
