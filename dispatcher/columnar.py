@@ -25,11 +25,22 @@ class Part:
     arrays: ak.Array  # records, one per entry
 
 
+def _packed(arrays: ak.Array) -> ak.Array:
+    """``ak.to_packed``, skipped for what is packed already: flat columns, as read or sliced (the bulk case)."""
+    layout = arrays.layout
+    if isinstance(layout, ak.contents.RecordArray) and all(
+        isinstance(c, ak.contents.NumpyArray) and c.length == layout.length and c.data.ndim == 1
+        and c.data.flags.c_contiguous for c in layout.contents
+    ):
+        return arrays
+    return ak.to_packed(arrays)
+
+
 def encode_parts(parts: list[Part], info: dict | None = None) -> Data:
     """Build a :class:`Data` message; ``info`` says how parts make record sets (see docs/PROTOCOL.md)."""
     descs, chunks = [], []
     for p in parts:
-        form, length, container = ak.to_buffers(ak.to_packed(p.arrays))
+        form, length, container = ak.to_buffers(_packed(p.arrays))
         entries = np.ascontiguousarray(p.entries, dtype=np.int64)
         keys = list(container)
         bufs = [np.ascontiguousarray(container[k]) for k in keys]

@@ -104,12 +104,19 @@ class Session:
         self._selections: dict = {}
         self._start_pending: str | None = None  # start rule waiting for the first file
         self._rr = 0  # round robin over streams in record mode
+        self._spare: FileReader | None = None  # opened by the subscribe checks; _enter reuses it
         self._sent: dict = {}  # stream -> (position before, entries) of the last prefetched reply
         self._dir_trouble = False  # the data directory could not be listed last time
 
     # ------------------------------------------------------------------ requests
 
     def subscribe(self, sub: Subscription) -> dict:
+        try:
+            return self._subscribe(sub)
+        finally:
+            self._drop_spare()  # a reader the checks opened and the start did not take
+
+    def _subscribe(self, sub: Subscription) -> dict:
         self._check_against_files(sub)
         old = self.streams
         self.sub = sub
@@ -228,6 +235,7 @@ class Session:
             self._wait(deadline, f"no file after {self.file} within {timeout:g} s")
 
     def close(self) -> None:
+        self._drop_spare()
         if self.reader is not None:
             self.reader.close()
 
@@ -284,7 +292,13 @@ class Session:
         self.final = False
         self.unreadable_polls = 0
         self._start_pending = None
-        self.reader = FileReader(self.catalog.path(name)) if name in self._files() else None
+        spare, self._spare = self._spare, None
+        if spare is not None and spare.name == name and name in self._files():
+            self.reader = spare  # the subscribe checks just opened it (start="current" is the newest file)
+        else:
+            if spare is not None:
+                spare.close()
+            self.reader = FileReader(self.catalog.path(name)) if name in self._files() else None
         for st in self.streams.values():
             st.cursor = 0
             st.pending.clear()
@@ -651,13 +665,25 @@ class Session:
         if self.reader is not None and stream in self.reader.trees:
             return self.reader.trees[stream]
         for name in reversed(files[-3:]):
-            r = FileReader(self.catalog.path(name))
-            try:
-                r.refresh()
-            except (FileGone, Unreadable):
-                continue
-            finally:
-                r.close()
+            if self._spare is not None and self._spare.name == name:
+                r = self._spare
+            else:
+                r = FileReader(self.catalog.path(name))
+                try:
+                    r.refresh()
+                except (FileGone, Unreadable):
+                    r.close()
+                    continue
+                if self.reader is None:
+                    self._drop_spare()
+                    self._spare = r  # keep it open: the first subscription usually starts in it
+                else:
+                    r.close()
             if stream in r.trees:
                 return r.trees[stream]
         return None
+
+    def _drop_spare(self) -> None:
+        if self._spare is not None:
+            self._spare.close()
+            self._spare = None
