@@ -58,28 +58,57 @@ def _suggest(name: str, choices) -> str:
     return f"{hint}(branches: {', '.join(sorted(choices))})"
 
 
+class _Chunk:
+    """Records of one read that passed the cut (and prescale), not yet served from ``pos`` on."""
+
+    __slots__ = ("entries", "arrays", "pos", "ks")
+
+    def __init__(self, entries, arrays, ks):
+        self.entries = entries
+        self.arrays = arrays
+        self.ks = ks  # each record's index among the stream's passing records (prescale phase)
+        self.pos = 0
+
+
 class _Stream:
-    __slots__ = ("cursor", "pending", "passed", "chunk")
+    """One stream's position in the current file.
+
+    ``served`` is just after the last record served (what a new cut starts from),
+    ``cursor`` just after the last entry read; in between, ``pending`` holds the
+    records that passed the cut. ``passed``/``served_passed`` count the records
+    that passed the cut before ``cursor``/``served`` (the prescale phase).
+    """
+
+    __slots__ = ("cursor", "pending", "passed", "chunk", "served", "served_passed")
 
     def __init__(self, cursor: int = 0):
         self.chunk = FIRST_CHUNK  # grows to CHUNK_ENTRIES: a first record comes fast, bulk reads are big
-        self.cursor = cursor  # next entry to read
-        self.pending = collections.deque()  # [entries, arrays, pos]: passed the cut, not yet served
-        self.passed = 0  # records that passed the cut so far (prescale phase)
+        self.pending = collections.deque()  # of _Chunk
+        self.passed = self.served_passed = 0
+        self.cursor = self.served = cursor
+
+    def seek(self, entry: int) -> None:
+        """Continue at ``entry``; the prescale phase carries on."""
+        self.rewind(entry, self.passed)
 
     def pending_count(self) -> int:
-        return sum(len(entries) - pos for entries, _, pos in self.pending)
+        return sum(len(c.entries) - c.pos for c in self.pending)
 
     def head_entry(self) -> int | None:
         if not self.pending:
             return None
-        entries, _, pos = self.pending[0]
-        return int(entries[pos])
+        c = self.pending[0]
+        return int(c.entries[c.pos])
 
-    def served_upto(self) -> int:
-        """The first entry not yet served."""
-        head = self.head_entry()
-        return self.cursor if head is None else head
+    def rewind(self, entry: int, passed: int) -> None:
+        """Read again from ``entry``, before which ``passed`` records passed the cut."""
+        self.cursor = self.served = entry
+        self.passed = self.served_passed = passed
+        self.pending.clear()
+
+    def rewind_unserved(self) -> None:
+        """Forget what was read ahead: read again from just after the last record served."""
+        self.rewind(self.served, self.served_passed)
 
 
 class Session:
@@ -126,10 +155,8 @@ class Session:
             self._start(sub.start)
         else:
             # From the current position: rewind what was read ahead but not served.
-            self.streams = {s: _Stream(old[s].served_upto() if s in old else 0) for s in sub.streams}
-            for s in sub.streams:
-                if s in old:
-                    self.streams[s].passed = 0
+            # The new cut starts its own prescale count.
+            self.streams = {s: _Stream(old[s].served if s in old else 0) for s in sub.streams}
         return {"file": self.file}
 
     def next(self, timeout: float, advance_by: int = 1, prefetch: int = 1) -> tuple[list[Part], dict]:
@@ -160,8 +187,8 @@ class Session:
             while st.pending_count() < n and self._read_chunk(s, n):
                 pass
             got = 0
-            for entries, _, pos in st.pending:
-                take = entries[pos : pos + n - got]
+            for c in st.pending:
+                take = c.entries[c.pos : c.pos + n - got]
                 heads.append((take, np.full(len(take), i, dtype=np.int64)))
                 got += len(take)
                 if got >= n:
@@ -176,9 +203,9 @@ class Session:
         for i in np.unique(order_streams):
             index[int(i)] = len(parts)
             name = names[i]
-            start = self.streams[name].served_upto()
-            parts.append(self._take(name, int(np.count_nonzero(order_streams == i))))
-            self._sent[name] = (start, parts[-1].entries)
+            part, ks = self._take_ks(name, int(np.count_nonzero(order_streams == i)))
+            parts.append(part)
+            self._sent[name] = (part.entries, ks)
         return parts, {"order": [index[int(i)] for i in order_streams]}
 
     def rewind(self, file: str, consumed: dict) -> dict:
@@ -191,14 +218,17 @@ class Session:
         if file != self.file:
             return {"file": self.file}
         for s, st in self.streams.items():
-            upto = st.served_upto()
-            if s in self._sent:
-                start, entries = self._sent[s]
-                used = consumed.get(s, 0)
-                if isinstance(used, int) and not isinstance(used, bool) and 0 <= used < len(entries):
-                    upto = start if used == 0 else int(entries[used - 1]) + 1
-            st.cursor = upto
-            st.pending.clear()
+            used = consumed.get(s, 0)
+            if s in self._sent and isinstance(used, int) and not isinstance(used, bool):
+                entries, ks = self._sent[s]
+                if used == 0:
+                    st.rewind(int(entries[0]), int(ks[0]))
+                elif used < len(entries):
+                    st.rewind(int(entries[used - 1]) + 1, int(ks[used - 1]) + 1)
+                else:
+                    st.rewind_unserved()
+            else:
+                st.rewind_unserved()
         self._sent = {}
         return {"file": self.file}
 
@@ -276,7 +306,7 @@ class Session:
             if start == "latest" and self.reader is not None:
                 for s, st in self.streams.items():
                     info = self.reader.trees.get(s)
-                    st.cursor = info.num_entries if info else 0
+                    st.seek(info.num_entries if info else 0)
             return
         try:
             self.catalog.path(start)
@@ -300,8 +330,7 @@ class Session:
                 spare.close()
             self.reader = FileReader(self.catalog.path(name)) if name in self._files() else None
         for st in self.streams.values():
-            st.cursor = 0
-            st.pending.clear()
+            st.seek(0)
         self._refresh()
         log.debug("now at file %s", name)
 
@@ -429,15 +458,16 @@ class Session:
             mask = sel.evaluate(columns)
             entries = entries[mask]
             arrays = arrays[mask]
+        ks = st.passed + np.arange(len(entries), dtype=np.int64)
+        st.passed += len(entries)
         prescale = self.sub.prescale
         if prescale > 1 and len(entries) and self.sub.keep_up is not KeepUp.RECORD:
-            keep = (st.passed + np.arange(len(entries))) % prescale == 0
-            st.passed += len(entries)
-            entries, arrays = entries[keep], arrays[keep]
+            keep = ks % prescale == 0
+            entries, arrays, ks = entries[keep], arrays[keep], ks[keep]
         st.cursor = stop
         if len(entries):
             out = fields + ([self.sub.sync] if self.sub.sync and self.sub.sync not in fields else [])
-            st.pending.append([entries, arrays[out], 0])
+            st.pending.append(_Chunk(entries, arrays[out], ks))
         return True
 
     def _chunk_stop(self, stream: str, start: int, target: int, n: int) -> int:
@@ -474,21 +504,26 @@ class Session:
 
     def _take(self, stream: str, n: int) -> Part:
         """Pop up to ``n`` pending records of ``stream`` as one part."""
+        return self._take_ks(stream, n)[0]
+
+    def _take_ks(self, stream: str, n: int) -> tuple[Part, np.ndarray]:
+        """Pop up to ``n`` pending records of ``stream``: the part, and their prescale indices."""
         st = self.streams[stream]
-        ents, arrs = [], []
+        ents, arrs, kss = [], [], []
         while st.pending and n > 0:
-            entries, arrays, pos = chunk = st.pending[0]
-            k = min(n, len(entries) - pos)
-            ents.append(entries[pos : pos + k])
-            arrs.append(arrays[pos : pos + k])
+            c = st.pending[0]
+            k = min(n, len(c.entries) - c.pos)
+            ents.append(c.entries[c.pos : c.pos + k])
+            arrs.append(c.arrays[c.pos : c.pos + k])
+            kss.append(c.ks[c.pos : c.pos + k])
             n -= k
-            if pos + k == len(entries):
+            c.pos += k
+            st.served, st.served_passed = int(ents[-1][-1]) + 1, int(kss[-1][-1]) + 1
+            if c.pos == len(c.entries):
                 st.pending.popleft()
-            else:
-                chunk[2] = pos + k
-        entries = ents[0] if len(ents) == 1 else np.concatenate(ents)
-        arrays = arrs[0] if len(arrs) == 1 else ak.concatenate(arrs)
-        return Part(stream, self.file, entries, arrays)
+        if len(ents) == 1:
+            return Part(stream, self.file, ents[0], arrs[0]), kss[0]
+        return Part(stream, self.file, np.concatenate(ents), ak.concatenate(arrs)), np.concatenate(kss)
 
     def _next_set(self, deadline: float):
         if self.sub.keep_up is KeepUp.RECORD:
@@ -539,8 +574,8 @@ class Session:
                     st.pending.clear()
                     return None
             if st.pending:
-                entries = np.concatenate([c[0] for c in st.pending])
-                arrays = ak.concatenate([c[1] for c in st.pending]) if len(st.pending) > 1 else st.pending[0][1]
+                entries = np.concatenate([c.entries for c in st.pending])
+                arrays = ak.concatenate([c.arrays for c in st.pending]) if len(st.pending) > 1 else st.pending[0].arrays
                 st.pending.clear()
                 k = min(n - got, len(entries))
                 found_e.insert(0, entries[len(entries) - k :])
@@ -548,7 +583,7 @@ class Session:
                 got += k
             hi = lo
             step *= 2
-        st.cursor = info.num_entries
+        st.seek(info.num_entries)  # older records are skipped for good
         if not got:
             return None
         entries = np.concatenate(found_e)
@@ -559,8 +594,8 @@ class Session:
 
     def _sync_value(self, stream: str):
         st = self.streams[stream]
-        entries, arrays, pos = st.pending[0]
-        return arrays[self.sub.sync][pos]
+        c = st.pending[0]
+        return c.arrays[self.sub.sync][c.pos]
 
     def _sync_ready(self, deadline: float):
         """Wait for the next synced set: (value, members, missing)."""

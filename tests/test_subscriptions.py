@@ -257,18 +257,31 @@ def test_sync_branch_missing_from_a_stream_is_a_bad_subscription(server, data_di
     assert "DaqMonitor" in str(err.value)
 
 
-def test_advance_by_and_prefetch_agree_with_a_client_without_prefetch(server, two_files):
+@pytest.mark.parametrize("prescale", [1, 3])
+def test_advance_by_and_prefetch_agree_with_a_client_without_prefetch(server, two_files, prescale):
     steps = [1, 3, 1, 300, 2, 1, 1000, 1, 7]
     got = {}
     for prefetch in (1, 256):
         with DDSClient(server.host, server.port, prefetch=prefetch) as c:
-            c.subscribe(Subscription(streams=["DaqSnarl"], keep_up="all", start="oldest", selection="kind != 3"))
+            c.subscribe(Subscription(streams=["DaqSnarl"], keep_up="all", start="oldest", selection="kind != 3",
+                                     prescale=prescale))
             seq = [(rs.file, rs.entries["DaqSnarl"]) for rs in (c.next(timeout=2, advance_by=k) for k in steps)]
+            seq.append(c.next_batch(4, timeout=2).entries.tolist())  # gives the prefetched rest back
+            seq.extend(c.next(timeout=2).entries["DaqSnarl"] for _ in range(5))
             c.subscribe(Subscription(streams=["DaqSnarl"], keep_up="all", selection="kind == 3"))
             seq.append(c.next(timeout=2)["DaqSnarl"]["evt"])
             seq.append(c.next_batch(5, timeout=2).entries.tolist())
             got[prefetch] = seq
     assert got[1] == got[256]
     d = two_files
-    passing = d["evt"][d["kind"] != 3]
+    passing = d["evt"][d["kind"] != 3][::prescale]
     assert got[1][0][1] == passing[0] and got[1][1][1] == passing[3]
+
+
+@pytest.mark.parametrize("prefetch", [1, 256])
+def test_resubscribe_continues_right_after_the_last_served_record(server, two_files, prefetch):
+    with DDSClient(server.host, server.port, prefetch=prefetch) as c:
+        c.subscribe(Subscription(streams=["DaqSnarl"], keep_up="all", start="oldest", selection="kind == 1"))
+        last = [c.next(timeout=2).entries["DaqSnarl"] for _ in range(3)][-1]
+        c.subscribe(Subscription(streams=["DaqSnarl"], keep_up="all"))  # no cut: every record
+        assert [c.next(timeout=2).entries["DaqSnarl"] for _ in range(3)] == [last + 1, last + 2, last + 3]
