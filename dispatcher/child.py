@@ -125,8 +125,13 @@ class Watch:
                 self._watch_sock(False)  # it sent ahead; read it after this reply
         self._check()
 
-    def next_request(self):
-        """Block for the client's next message."""
+    def next_request(self, idle_work=None):
+        """Block for the client's next message.
+
+        While none has arrived, ``idle_work()`` is called (one bounded step at a time,
+        until it returns False), so the session reads ahead while the client is busy
+        with the last reply.
+        """
         self._watch_sock(True)
         deadline = time.monotonic() + self.idle_timeout
         while True:
@@ -136,7 +141,11 @@ class Watch:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise SessionAbort("idle")
-            for key, _ in self.sel.select(min(1.0, left)):
+            events = self.sel.select(0)
+            if not events and idle_work is not None and idle_work():
+                continue
+            idle_work = None
+            for key, _ in events or self.sel.select(min(1.0, left)):
                 if key.data == "sock":
                     try:
                         data = self.sock.recv(65536, socket.MSG_DONTWAIT)
@@ -209,7 +218,7 @@ def run_child(sock: socket.socket, conn: Connection, peer, config, identity: str
         reply(Welcome(PROTOCOL_VERSION, identity, os.getpid()))
         log.debug("session started")
         while True:
-            msg = watch.next_request()
+            msg = watch.next_request(session.read_ahead)
             log.log(logsetup.VERBOSE, "request %s", msg)
             try:
                 answer = handle(session, msg)

@@ -35,6 +35,8 @@ CHUNK_ENTRIES = 50_000
 #: the first chunk of a stream: a DAQ file has one small basket per append (~10 records), and
 #: uproot pays ~50 us per basket, so a first record is fast only if the first read is short
 #: (the client's default prefetch of 256 sets is read anyway)
+#: records read ahead between requests, per stream, at most
+READ_AHEAD = 100_000
 FIRST_CHUNK = 256
 #: how many polls an unreadable open file is retried before it is reported
 UNREADABLE_POLLS = 200
@@ -246,6 +248,23 @@ class Session:
         while st.pending_count() < max_records and self._read_chunk(stream, max_records):
             pass
         return [self._take(stream, max_records)], None
+
+    def read_ahead(self) -> bool:
+        """Between requests: read one chunk of what the next request will want. False: nothing to do.
+
+        Bounded: at most READ_AHEAD records wait per stream. Only in ``all`` and
+        ``file`` modes (``record`` mode wants what is newest when it is asked).
+        """
+        if self.sub is None or self.sub.keep_up is KeepUp.RECORD or self.reader is None:
+            return False
+        for s, st in self.streams.items():
+            if st.pending_count() < READ_AHEAD:
+                try:
+                    if self._read_chunk(s):
+                        return True
+                except SessionError:  # e.g. a cut that does not fit this file: the request will say so
+                    return False
+        return False
 
     def go_to_file(self, name: str) -> dict:
         try:
