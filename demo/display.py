@@ -118,20 +118,9 @@ def _build_cli():
     @click.option("--refresh", type=click.FloatRange(min=0.1), default=1.0, show_default=True)
     def main(host, port, cut, seconds, refresh):
         """An event display of the newest snarl a ddsparentserver serves (Ctrl-C stops)."""
-        from .run import Screen
+        from .run import show_until
 
-        display = EventDisplay(host, port, cut=cut, interval=refresh / 2).start()
-        screen = Screen()
-        deadline = math.inf if seconds is None else time.monotonic() + seconds
-        try:
-            while time.monotonic() < deadline and display._thread.is_alive():
-                time.sleep(min(refresh, max(0.0, deadline - time.monotonic())))
-                screen.show(display.render())
-        except KeyboardInterrupt:
-            pass
-        finally:
-            display.stop()
-        screen.show(display.render(), final=True)
+        show_until(EventDisplay(host, port, cut=cut, interval=refresh / 2).start(), seconds, refresh)
 
     return main
 

@@ -161,20 +161,9 @@ def _build_cli():
     @click.option("--start", default="current", show_default=True, help="current, oldest, latest or a file")
     def main(host, port, seconds, refresh, start):
         """A live monitor of every record a ddsparentserver serves (Ctrl-C stops)."""
-        from .run import Screen
+        from .run import show_until
 
-        monitor = LiveMonitor(host, port, start=start).start()
-        screen = Screen()
-        deadline = math.inf if seconds is None else time.monotonic() + seconds
-        try:
-            while time.monotonic() < deadline and monitor._thread.is_alive():
-                time.sleep(min(refresh, max(0.0, deadline - time.monotonic())))
-                screen.show(monitor.render())
-        except KeyboardInterrupt:
-            pass
-        finally:
-            monitor.stop()
-        screen.show(monitor.render(), final=True)
+        show_until(LiveMonitor(host, port, start=start).start(), seconds, refresh)
 
     return main
 

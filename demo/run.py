@@ -20,6 +20,7 @@ the demo, which then stops them in order.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -58,6 +59,21 @@ class Screen:
             self.out.write(rule + "-" * max(4, 78 - len(rule)) + "\n" + text)
         self.out.flush()
         self.frames += 1
+
+
+def show_until(widget, seconds, refresh: float) -> None:
+    """Redraw ``widget.render()`` every ``refresh`` seconds until ``seconds`` pass, its session ends or Ctrl-C."""
+    screen = Screen()
+    deadline = math.inf if seconds is None else time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline and widget._thread.is_alive():
+            time.sleep(min(refresh, max(0.0, deadline - time.monotonic())))
+            screen.show(widget.render())
+    except KeyboardInterrupt:
+        pass
+    finally:
+        widget.stop()
+    screen.show(widget.render(), final=True)
 
 
 def _script(name: str, fallback_module: str, fallback_main: str) -> list[str]:

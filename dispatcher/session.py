@@ -35,6 +35,10 @@ CHUNK_ENTRIES = 50_000
 #: the first chunk of a stream: a DAQ file has one small basket per append (~10 records), and
 #: uproot pays ~50 us per basket, so a first record is fast only if the first read is short
 #: (the client's default prefetch of 256 sets is read anyway)
+#: a quiet file is polled every poll_interval for BACKOFF_AFTER polls, then ever less often,
+#: down to once every IDLE_BACKOFF poll intervals (an idle child costs almost nothing)
+BACKOFF_AFTER = 50
+IDLE_BACKOFF = 5
 #: records read ahead between requests, per stream, at most
 READ_AHEAD = 100_000
 FIRST_CHUNK = 256
@@ -138,6 +142,7 @@ class Session:
         self._spare: FileReader | None = None  # opened by the subscribe checks; _enter reuses it
         self._sent: dict = {}  # stream -> (position before, entries) of the last prefetched reply
         self._dir_trouble = False  # the data directory could not be listed last time
+        self._quiet_polls = 0  # polls since the current file last changed
 
     # ------------------------------------------------------------------ requests
 
@@ -339,6 +344,7 @@ class Session:
             self.reader.close()
         self.file = name
         self.final = False
+        self._quiet_polls = 0
         self.unreadable_polls = 0
         self._start_pending = None
         spare, self._spare = self._spare, None
@@ -357,13 +363,14 @@ class Session:
         files = self._files()
         return bool(files) and files[-1] == self.file
 
-    def _refresh(self, force: bool = False) -> None:
-        """Pick up growth of the current file; drop it if it vanished or cannot be read."""
+    def _refresh(self, force: bool = False) -> bool:
+        """Pick up growth of the current file; drop it if it vanished or cannot be read. True if it changed."""
         if self.reader is None:
-            return
+            return False
         try:
-            self.reader.refresh(force)
+            changed = self.reader.refresh(force)
             self.unreadable_polls = 0
+            return changed
         except FileGone:
             log.warning("file %s disappeared; skipping it", self.file)
             self.reader = None
@@ -374,6 +381,7 @@ class Session:
                 self.reader.close()
                 self.reader = None
                 self.final = True
+        return True
 
     def _move_on(self) -> bool:
         """Current file exhausted: go to the next one if it is closed. False: wait."""
@@ -405,9 +413,12 @@ class Session:
         now = time.monotonic()
         if now >= deadline:
             raise SessionError(MessageType.TIMEOUT, what)
-        self.waiter.wait(min(self.poll_interval, deadline - now))
-        if self.reader is not None and not self.final:
-            self._refresh()
+        # A file that stays quiet is looked at less often, up to IDLE_BACKOFF times the interval.
+        interval = self.poll_interval * min(IDLE_BACKOFF, 1 + self._quiet_polls // BACKOFF_AFTER)
+        self._quiet_polls += 1
+        self.waiter.wait(min(interval, deadline - now))
+        if self.reader is not None and not self.final and self._refresh():
+            self._quiet_polls = 0
 
     # ------------------------------------------------------------------ reading
 
