@@ -64,6 +64,11 @@ def _suggest(name: str, choices) -> str:
     return f"{hint}(branches: {', '.join(sorted(choices))})"
 
 
+def _no_fields(n: int) -> ak.Array:
+    """``n`` records without fields (``arrays[[]]`` would select no records, not no fields)."""
+    return ak.Array(ak.contents.RecordArray([], [], length=n))
+
+
 class _Chunk:
     """Records of one read that passed the cut (and prescale), not yet served from ``pos`` on."""
 
@@ -467,10 +472,9 @@ class Session:
             needed |= sel.branches
         if self.sub.sync:
             needed.add(self.sub.sync)
-        if not needed:
-            needed = {next(iter(info.kinds))}
         try:
-            arrays = self.reader.read(stream, needed, start, stop)
+            # no branch wanted (an empty branch list, or none of it in this file): nothing to read
+            arrays = self.reader.read(stream, needed, start, stop) if needed else _no_fields(stop - start)
         except FileGone:
             log.warning("file %s disappeared while reading %s", self.file, stream)
             self.reader = None
@@ -483,9 +487,8 @@ class Session:
             return False
         entries = np.arange(start, stop, dtype=np.int64)
         if sel is not None:
-            # one column more than the cut reads, so a constant cut ("1") knows the chunk's length
-            columns = {name: arrays[name] for name in (*sel.branches, arrays.fields[0])}
-            mask = sel.evaluate(columns)
+            # the entries come first, so a constant cut ("1") knows the chunk's length
+            mask = sel.evaluate({"": entries, **{name: arrays[name] for name in sel.branches}})
             entries = entries[mask]
             arrays = arrays[mask]
         ks = st.passed + np.arange(len(entries), dtype=np.int64)
@@ -497,7 +500,7 @@ class Session:
         st.cursor = stop
         if len(entries):
             out = fields + ([self.sub.sync] if self.sub.sync and self.sub.sync not in fields else [])
-            st.pending.append(_Chunk(entries, arrays[out], ks))
+            st.pending.append(_Chunk(entries, arrays[out] if out else _no_fields(len(entries)), ks))
         return True
 
     def _chunk_stop(self, stream: str, start: int, target: int, n: int) -> int:
