@@ -378,13 +378,12 @@ class Session:
             return changed
         except FileGone:
             log.warning("file %s disappeared; skipping it", self.file)
-            self.reader = None
+            self._drop_reader()
         except Unreadable as exc:
             self.unreadable_polls += 1
             if not self._is_open() or self.unreadable_polls >= UNREADABLE_POLLS:
                 log.warning("skipping unreadable file %s: %s", self.file, exc)
-                self.reader.close()
-                self.reader = None
+                self._drop_reader()
                 self.final = True
         return True
 
@@ -477,13 +476,13 @@ class Session:
             arrays = self.reader.read(stream, needed, start, stop) if needed else _no_fields(stop - start)
         except FileGone:
             log.warning("file %s disappeared while reading %s", self.file, stream)
-            self.reader = None
+            self._drop_reader()
             return False
         except Unreadable as exc:
             log.warning("%s", exc)
             if self._is_open():
                 return False
-            self.reader = None
+            self._drop_reader()
             return False
         entries = np.arange(start, stop, dtype=np.int64)
         if sel is not None:
@@ -750,6 +749,11 @@ class Session:
             if stream in r.trees:
                 return r.trees[stream]
         return None
+
+    def _drop_reader(self) -> None:
+        """Close the current file now: a deleted file's space is freed only when no one holds it open."""
+        self.reader.close()
+        self.reader = None
 
     def _drop_spare(self) -> None:
         if self._spare is not None:
