@@ -641,8 +641,11 @@ class Session:
                 missing = [s for s in self.streams if s not in members]
                 # A stream with nothing pending on a growing file may still bring v.
                 waiting = [s for s in missing if s not in heads]
-                growing = self.reader is not None and self._is_open()
-                if not waiting or not growing:
+                if not waiting:
+                    return v, members, missing
+                if self._read_to_end_if_closed():
+                    continue
+                if self.reader is None or not self._is_open():
                     return v, members, missing
                 t0 = first_seen.setdefault(v, time.monotonic())
                 if time.monotonic() - t0 >= self.sub.max_sync_delay:
@@ -692,9 +695,22 @@ class Session:
         v = min(heads.values())
         members = [s for s in self.streams if s in heads and heads[s] == v]
         missing = [s for s in self.streams if s not in members]
-        if any(s not in heads for s in missing) and self.reader is not None and self._is_open():
-            return None, [], []
+        if any(s not in heads for s in missing):
+            if self._read_to_end_if_closed():
+                self._fill()
+                return self._sync_ready_nowait()
+            if self.reader is not None and self._is_open():
+                return None, [], []
         return v, members, missing
+
+    def _read_to_end_if_closed(self) -> bool:
+        """The current file was just closed: read it once more, to its final length, before
+        calling a stream missing from it. True if it did."""
+        if self.reader is None or self.final or self._is_open():
+            return False
+        self.final = True
+        self._refresh(force=True)
+        return True
 
     # ------------------------------------------------------------------ checks
 

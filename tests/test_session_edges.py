@@ -57,3 +57,33 @@ def test_a_deleted_file_is_closed_once_the_session_moves_past_it(server_factory,
         assert "F00000001_0001.mdaq.root" in files
         (child,) = server.children()
         assert _deleted_files_held(child) == []
+
+
+def _two_streams(first: int, n_a: int, n_b: int) -> dict:
+    return {"A": {"evt": np.arange(first, first + n_a, dtype=np.int64)},
+            "B": {"evt": np.arange(first, first + n_b, dtype=np.int64)}}
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_sync_reads_a_just_closed_file_to_its_end_before_calling_a_stream_missing(server_factory, data_dir, batch):
+    first = data_dir / "F00000001_0000.mdaq.root"
+    write_file(first, _two_streams(0, 10, 9))  # B's evt 9 is not written yet
+    server = server_factory(data_dir)
+    with DDSClient(server.host, server.port) as c:
+        c.subscribe(Subscription(streams=["A", "B"], keep_up="all", start="oldest", sync="evt", max_sync_delay=30))
+        for v in range(8):
+            rs = c.next(timeout=5)
+            assert rs.entries == {"A": v, "B": v} and rs.missing == ()
+        # the DAQ writes B's evt 9 and, right after, the next file: the first file is now closed
+        write_file(data_dir / "F00000001_0000.mdaq.tmp", _two_streams(0, 10, 10))
+        os.replace(data_dir / "F00000001_0000.mdaq.tmp", first)
+        write_file(data_dir / "F00000001_0001.mdaq.root", _two_streams(10, 5, 5))
+        if batch:
+            b = c.next_batch(100, timeout=5)
+            assert b.entries["A"].tolist() == [8, 9] and b.entries["B"].tolist() == [8, 9]
+        else:
+            for v in (8, 9):
+                rs = c.next(timeout=5)
+                assert rs.entries == {"A": v, "B": v} and rs.missing == ()
+        rs = c.next(timeout=5)
+        assert rs.file == "F00000001_0001.mdaq.root" and rs.entries == {"A": 0, "B": 0}
