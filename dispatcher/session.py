@@ -231,7 +231,7 @@ class Session:
             return {"file": self.file}
         for s, st in self.streams.items():
             used = consumed.get(s, 0)
-            if s in self._sent and isinstance(used, int) and not isinstance(used, bool):
+            if s in self._sent and isinstance(used, int) and not isinstance(used, bool) and used >= 0:
                 entries, ks = self._sent[s]
                 if used == 0:
                     st.rewind(int(entries[0]), int(ks[0]))

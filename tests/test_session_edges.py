@@ -9,6 +9,7 @@ import pytest
 from conftest import snarl_data, write_file
 
 from clients import DDSClient, Subscription
+from dispatcher.protocol import Rewind
 
 
 @pytest.mark.parametrize("selection", [None, "nhits > 30", "1"])
@@ -87,3 +88,16 @@ def test_sync_reads_a_just_closed_file_to_its_end_before_calling_a_stream_missin
                 assert rs.entries == {"A": v, "B": v} and rs.missing == ()
         rs = c.next(timeout=5)
         assert rs.file == "F00000001_0001.mdaq.root" and rs.entries == {"A": 0, "B": 0}
+
+
+@pytest.mark.parametrize("consumed", [-1, -1000, "3", True])
+def test_a_rewind_with_a_nonsense_count_gives_nothing_back(server_factory, data_dir, consumed):
+    write_file(data_dir / "F00000001_0000.mdaq.root", {"DaqSnarl": snarl_data(0, 1000)}, steps=3)
+    server = server_factory(data_dir)
+    with DDSClient(server.host, server.port, prefetch=100) as c:
+        c.subscribe(Subscription(streams=["DaqSnarl"], keep_up="all", start="oldest"))
+        assert c.next(timeout=5).entries == {"DaqSnarl": 0}  # 100 sets were sent: entries 0..99
+        c._ahead.clear()
+        c._call(Rewind("F00000001_0000.mdaq.root", {"DaqSnarl": consumed}), 5)
+        assert c.next(timeout=5).entries == {"DaqSnarl": 100}
+        assert c.is_valid()
