@@ -116,7 +116,7 @@ def _count(what):
 
 def _server(value) -> str:
     host, port = parse_address(value)
-    return f"{host}:{port}"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # an IPv6 address keeps its brackets
 
 
 def _selection(value):
@@ -832,7 +832,7 @@ def _build_cli():
                 job.input.set(*settings)
             if host is not None or port is not None:
                 old_host, old_port = parse_address(job.input.settings["server"])
-                job.input.set(server=f"{host or old_host}:{port or old_port}")
+                job.input.set(server=(host or old_host, port or old_port))
             target = job.path(run_path)
             for m in modules:
                 target.mod(m)
