@@ -87,7 +87,11 @@ class DDSClient:
                 sock.close()
                 raise DDSConnectionError(f"TLS with ddsparentserver at {host}:{port} failed: {exc}") from None
         self._sock = sock
-        welcome = self._call(Hello(PROTOCOL_VERSION, "DDSClient", token=token or ""), connect_timeout)
+        try:
+            welcome = self._call(Hello(PROTOCOL_VERSION, "DDSClient", token=token or ""), connect_timeout)
+        except DDSError:  # e.g. SERVER_ERROR (the server could not fork): the socket is of no more use
+            self._drop()
+            raise
         if not isinstance(welcome, Welcome):
             self._drop()
             raise DDSError(f"unexpected greeting from {self.address}", MessageType.PROTOCOL_ERROR)
