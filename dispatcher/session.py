@@ -274,6 +274,9 @@ class Session:
                         return True
                 except SessionError:  # e.g. a cut that does not fit this file: the request will say so
                     return False
+                except Exception:  # a bug must cost at most an answer (the request meets it again), not the session
+                    log.exception("error reading ahead in stream %s", s)
+                    return False
         return False
 
     def go_to_file(self, name: str) -> dict:
