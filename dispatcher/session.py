@@ -35,13 +35,13 @@ CHUNK_ENTRIES = 50_000
 #: the first chunk of a stream: a DAQ file has one small basket per append (~10 records), and
 #: uproot pays ~50 us per basket, so a first record is fast only if the first read is short
 #: (the client's default prefetch of 256 sets is read anyway)
+FIRST_CHUNK = 256
 #: a quiet file is polled every poll_interval for BACKOFF_AFTER polls, then ever less often,
 #: down to once every IDLE_BACKOFF poll intervals (an idle child costs almost nothing)
 BACKOFF_AFTER = 50
 IDLE_BACKOFF = 5
 #: records read ahead between requests, per stream, at most
 READ_AHEAD = 100_000
-FIRST_CHUNK = 256
 #: how many polls an unreadable open file is retried before it is reported
 UNREADABLE_POLLS = 200
 
