@@ -2,8 +2,9 @@
 
 Every ``*.root`` file directly in the data directory is a data file; files are
 ordered by name; the last is the open file (the DAQ may still append to it).
-The directory is listed again only when its mtime changes, so many children
-polling the same directory cost one ``stat`` each per poll.
+The directory is listed again only when its mtime changes (or within a second
+of a change, as mtimes can be coarse), so many children polling the same
+directory cost one ``stat`` each per poll.
 """
 
 from __future__ import annotations

@@ -45,7 +45,6 @@ from .transport import send_chunks
 log = logging.getLogger("dds.child")
 
 EXIT_OK = 0
-EXIT_CLIENT_LOST = 0  # a client leaving, however it leaves, is normal
 MAX_TIMEOUT = 7 * 24 * 3600.0
 MAX_BATCH = 1_000_000
 PR_SET_PDEATHSIG = 1

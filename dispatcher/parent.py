@@ -207,8 +207,12 @@ class ParentServer:
             self._greet(sock, peer)
 
     def _greet(self, sock: socket.socket, peer) -> None:
-        sock.setblocking(False)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:  # reset between accept and here
+            sock.close()
+            return
         if not access.is_allowed(peer, self.config.allow):
             log.warning("refused connection from %s: not in the allowed networks", _peer_text(peer))
             self._refuse(sock, Connection("server"), MessageType.FORBIDDEN, "your address is not allowed")

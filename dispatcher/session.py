@@ -40,6 +40,8 @@ FIRST_CHUNK = 256
 #: down to once every IDLE_BACKOFF poll intervals (an idle child costs almost nothing)
 BACKOFF_AFTER = 50
 IDLE_BACKOFF = 5
+#: synced sets per batch at most (each set's row numbers travel in the JSON header)
+MAX_SYNC_BATCH = 100_000
 #: records read ahead between requests, per stream, at most
 READ_AHEAD = 100_000
 #: how many polls an unreadable open file is retried before it is reported
@@ -140,6 +142,7 @@ class Session:
         self.reader: FileReader | None = None
         self.final = False  # the current file was re-read after it was seen closed
         self.unreadable_polls = 0
+        self.read_failures = 0  # reads of the current file that failed since the last good one
         self.streams: dict[str, _Stream] = {}
         self._selections: dict = {}
         self._start_pending: str | None = None  # start rule waiting for the first file
@@ -164,7 +167,11 @@ class Session:
         self._selections = {}
         if self.file is None:
             self.streams = {s: _Stream() for s in sub.streams}
-            self._start(sub.start)
+            try:
+                self._start(sub.start)
+            except SessionError:
+                self.sub, self.streams = None, old  # a refused first subscription leaves none
+                raise
         else:
             # From the current position: rewind what was read ahead but not served.
             # The new cut starts its own prescale count.
@@ -352,6 +359,7 @@ class Session:
             self.reader.close()
         self.file = name
         self.final = False
+        self.read_failures = 0
         self._quiet_polls = 0
         self.unreadable_polls = 0
         self._start_pending = None
@@ -482,11 +490,16 @@ class Session:
             self._drop_reader()
             return False
         except Unreadable as exc:
-            log.warning("%s", exc)
-            if self._is_open():
+            # The open file may be mid-write: retried on later polls, but not for ever.
+            self.read_failures += 1
+            if self._is_open() and self.read_failures < UNREADABLE_POLLS:
+                log.log(logging.WARNING if self.read_failures == 1 else logging.DEBUG, "%s", exc)
                 return False
+            log.warning("skipping unreadable file %s: %s", self.file, exc)
             self._drop_reader()
+            self.final = True
             return False
+        self.read_failures = 0
         entries = np.arange(start, stop, dtype=np.int64)
         if sel is not None:
             # the entries come first, so a constant cut ("1") knows the chunk's length
@@ -664,6 +677,7 @@ class Session:
 
     def _sync_batch(self, deadline: float, max_records: int):
         """Up to max_records synced sets of one file: one part per stream and each set's row in it."""
+        max_records = min(max_records, MAX_SYNC_BATCH)
         rows = {s: [] for s in self.streams}
         taken = {s: [] for s in self.streams}
         nsets = 0

@@ -64,7 +64,9 @@ class Subscription:
         branches (None or dict): ``{stream: [names]}``: only these are sent; default all.
         start (str): ``"current"``, ``"oldest"``, ``"latest"`` or a file name; default ``"current"``.
         prescale (int): deliver the 1st, (n+1)th, ... passing record per stream; default 1.
+            Not applied in ``record`` mode, which skips anyway.
         sync (None or str): branch to build record sets across streams on; default None.
+            Not applied in ``record`` mode (the newest record of each stream in turn).
         max_sync_delay (float): seconds to wait for a missing stream on the open file; default 2.0.
     """
 

@@ -27,7 +27,12 @@ def send_chunks(sock: socket.socket, chunks) -> None:
                 sent = 0
 
 
+#: seconds a request may take to leave (the socket may still carry the last wait's short timeout)
+SEND_TIMEOUT = 60.0
+
+
 def send_message(sock: socket.socket, conn: Connection, message: Message) -> None:
+    sock.settimeout(SEND_TIMEOUT)
     send_chunks(sock, conn.send(message))
 
 

@@ -285,3 +285,13 @@ def test_resubscribe_continues_right_after_the_last_served_record(server, two_fi
         last = [c.next(timeout=2).entries["DaqSnarl"] for _ in range(3)][-1]
         c.subscribe(Subscription(streams=["DaqSnarl"], keep_up="all"))  # no cut: every record
         assert [c.next(timeout=2).entries["DaqSnarl"] for _ in range(3)] == [last + 1, last + 2, last + 3]
+
+
+def test_refused_first_subscription_leaves_no_subscription(server, two_files):
+    with DDSClient(server.host, server.port) as c:
+        with pytest.raises(DDSError) as err:
+            c.subscribe(Subscription(streams=["DaqSnarl"], start="F99999999_0000.mdaq.root"))
+        assert err.value.message_type is MessageType.NO_FILE
+        with pytest.raises(DDSError) as err:
+            c.next(timeout=5)
+        assert err.value.message_type is MessageType.BAD_SUBSCRIPTION  # at once, not after the timeout
