@@ -101,7 +101,6 @@ def parentserver(port, max_clients, level, data_dir, bind, log_file, handshake_t
         raise click.ClickException(f"cannot listen on {bind}:{port}: {exc.strerror or exc}") from None
     # Import the readers now, once, so every forked child starts with them loaded.
     import dispatcher.session  # noqa: F401
-    import dispatcher.selection  # noqa: F401
     # ... and the child's own code: imported after the fork it costs every connection ~4 ms
     import dispatcher.child  # noqa: F401
 

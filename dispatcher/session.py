@@ -8,8 +8,8 @@ sleeps while watching the client and the signals, and raises
 
 Position: the current file, and per stream the next entry to read (``cursor``).
 Records read and passing the cut but not yet served wait in ``pending``; a new
-subscription rewinds each stream to its first unserved entry, so it applies
-from the current position.
+subscription rewinds each stream to just after the last record served, so it
+applies from the current position.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import numpy as np
 from .catalog import Catalog, NoFileError
 from .columnar import Part
 from .protocol import MessageType
+from .selection import SelectionError, compile_selection
 from .subscription import KeepUp, Subscription
 from .tail import FileGone, FileReader, Unreadable
 
@@ -64,6 +65,13 @@ def _suggest(name: str, choices) -> str:
     close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
     hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
     return f"{hint}(branches: {', '.join(sorted(choices))})"
+
+
+def _compile(text: str, stream: str, kinds: dict):
+    try:
+        return compile_selection(text, stream, kinds)
+    except SelectionError as exc:
+        raise SessionError(MessageType.BAD_SELECTION, str(exc)) from None
 
 
 def _no_fields(n: int) -> ak.Array:
@@ -148,7 +156,7 @@ class Session:
         self._start_pending: str | None = None  # start rule waiting for the first file
         self._rr = 0  # round robin over streams in record mode
         self._spare: FileReader | None = None  # opened by the subscribe checks; _enter reuses it
-        self._sent: dict = {}  # stream -> (position before, entries) of the last prefetched reply
+        self._sent: dict = {}  # stream -> (entries, prescale indices) of the last prefetched reply
         self._dir_trouble = False  # the data directory could not be listed last time
         self._quiet_polls = 0  # polls since the current file last changed
 
@@ -356,7 +364,7 @@ class Session:
     def _enter(self, name: str) -> None:
         """Position at entry 0 of file ``name``."""
         if self.reader is not None:
-            self.reader.close()
+            self._drop_reader()
         self.file = name
         self.final = False
         self.read_failures = 0
@@ -364,12 +372,13 @@ class Session:
         self.unreadable_polls = 0
         self._start_pending = None
         spare, self._spare = self._spare, None
-        if spare is not None and spare.name == name and name in self._files():
+        listed = name in self._files()
+        if spare is not None and spare.name == name and listed:
             self.reader = spare  # the subscribe checks just opened it (start="current" is the newest file)
         else:
             if spare is not None:
                 spare.close()
-            self.reader = FileReader(self.catalog.path(name)) if name in self._files() else None
+            self.reader = FileReader(self.catalog.path(name)) if listed else None
         for st in self.streams.values():
             st.seek(0)
         self._refresh()
@@ -408,11 +417,7 @@ class Session:
             return False
         if self.reader is not None and self._is_open():
             return False
-        if self.reader is not None and not self.final:
-            # It just became closed: read it once more to its final length. Forced: the
-            # last append may have left size and mtime unchanged (see tail.SETTLE_SECONDS).
-            self.final = True
-            self._refresh(force=True)
+        if self._read_to_end_if_closed():
             return True
         if self.sub.keep_up is KeepUp.FILE:
             files = self._files()
@@ -444,13 +449,7 @@ class Session:
         key = (stream, tuple(sorted(info.kinds.items())))
         sel = self._selections.get(key)
         if sel is None:
-            from .selection import SelectionError, compile_selection
-
-            try:
-                sel = compile_selection(text, stream, info.kinds)
-            except SelectionError as exc:
-                raise SessionError(MessageType.BAD_SELECTION, str(exc)) from None
-            self._selections[key] = sel
+            sel = self._selections[key] = _compile(text, stream, info.kinds)
         return sel
 
     def _fields(self, stream: str, info) -> list[str]:
@@ -574,14 +573,11 @@ class Session:
         return Part(stream, self.file, np.concatenate(ents), ak.concatenate(arrs)), np.concatenate(kss)
 
     def _next_set(self, deadline: float):
+        """One record set in ``record`` mode or with ``sync`` (the other modes go through _merged)."""
         if self.sub.keep_up is KeepUp.RECORD:
             parts = self._newest(deadline, 1)
             return parts, [{"file": parts[0].file, "members": [[0, 0]], "missing": []}]
-        if self.sub.sync:
-            return self._sync_set(deadline)
-        stream = self._produce(deadline)
-        part = self._take(stream, 1)
-        return [part], [{"file": part.file, "members": [[0, 0]], "missing": []}]
+        return self._sync_set(deadline)
 
     # ------------------------------------------------------------------ record mode
 
@@ -650,13 +646,8 @@ class Session:
         first_seen = {}
         while True:
             self._fill()
-            heads = {s: self._sync_value(s) for s, st in self.streams.items() if st.pending}
-            if heads:
-                v = min(heads.values())
-                members = [s for s in self.streams if s in heads and heads[s] == v]
-                missing = [s for s in self.streams if s not in members]
-                # A stream with nothing pending on a growing file may still bring v.
-                waiting = [s for s in missing if s not in heads]
+            v, members, missing, waiting = self._sync_candidate()
+            if v is not None:
                 if not waiting:
                     return v, members, missing
                 if self._read_to_end_if_closed():
@@ -705,14 +696,23 @@ class Session:
                 positions[s] = rows[s]
         return parts, {"length": nsets, "positions": positions}
 
-    def _sync_ready_nowait(self):
+    def _sync_candidate(self):
+        """The smallest sync value pending: (value, members, missing, waiting), value None if none.
+
+        ``waiting``: the missing streams with nothing pending, which a growing file may still bring."""
         heads = {s: self._sync_value(s) for s, st in self.streams.items() if st.pending}
         if not heads:
-            return None, [], []
+            return None, [], [], []
         v = min(heads.values())
         members = [s for s in self.streams if s in heads and heads[s] == v]
         missing = [s for s in self.streams if s not in members]
-        if any(s not in heads for s in missing):
+        return v, members, missing, [s for s in missing if s not in heads]
+
+    def _sync_ready_nowait(self):
+        v, members, missing, waiting = self._sync_candidate()
+        if v is None:
+            return None, [], []
+        if waiting:
             if self._read_to_end_if_closed():
                 self._fill()
                 return self._sync_ready_nowait()
@@ -722,7 +722,8 @@ class Session:
 
     def _read_to_end_if_closed(self) -> bool:
         """The current file was just closed: read it once more, to its final length, before
-        calling a stream missing from it. True if it did."""
+        moving on or calling a stream missing from it. Forced: the last append may have left
+        size and mtime unchanged (see tail.SETTLE_SECONDS). True if it did."""
         if self.reader is None or self.final or self._is_open():
             return False
         self.final = True
@@ -754,12 +755,7 @@ class Session:
                 raise SessionError(MessageType.BAD_SUBSCRIPTION, f"sync branch {sub.sync!r} of stream {stream} is not a number")
             text = sub.selection_for(stream)
             if text:
-                from .selection import SelectionError, compile_selection
-
-                try:
-                    compile_selection(text, stream, info.kinds)
-                except SelectionError as exc:
-                    raise SessionError(MessageType.BAD_SELECTION, str(exc)) from None
+                _compile(text, stream, info.kinds)
 
     def _find_tree(self, stream: str, files):
         if self.reader is not None and stream in self.reader.trees:
