@@ -101,26 +101,38 @@ class FileReader:
         self._reopen()
         return True
 
-    def _reopen(self) -> None:
+    def _retrying(self, attempt, what: str):
+        """``attempt(n)`` for n = 0, 1, ... after short pauses, until it returns; then Unreadable."""
         last = None
-        for pause in (0.0, *RETRY_PAUSES):
+        for n, pause in enumerate((0.0, *RETRY_PAUSES)):
             if pause:
                 time.sleep(pause)
-            stat_time = time.time()
-            sig = self._stat()
             try:
-                # no array cache: every range is read once, and a cache would hold up to 100 MB per child
-                f = uproot.open(self.path, handler=uproot.source.file.MultithreadedFileSource, use_threads=False,
-                                array_cache=None)
-                trees = _scan(f)
+                return attempt(n)
+            except (FileGone, Unreadable):
+                raise
             except Exception as exc:  # uproot raises many kinds on torn or foreign data
                 last = exc
-                continue
-            self.close()
-            self._file, self._sig, self.trees = f, sig, trees
-            self._settled = stat_time - sig[2] / 1e9 >= SETTLE_SECONDS
-            return
-        raise Unreadable(f"cannot read {self.name} as ROOT: {type(last).__name__}: {last}")
+                log.debug("retrying %s of %s: %s", what, self.name, exc)
+        raise Unreadable(f"cannot {what} of {self.name}: {type(last).__name__}: {last}")
+
+    def _open_once(self) -> None:
+        stat_time = time.time()
+        sig = self._stat()
+        # no array cache: every range is read once, and a cache would hold up to 100 MB per child
+        f = uproot.open(self.path, handler=uproot.source.file.MultithreadedFileSource, use_threads=False,
+                        array_cache=None)
+        try:
+            trees = _scan(f)
+        except BaseException:
+            f.close()
+            raise
+        self.close()
+        self._file, self._sig, self.trees = f, sig, trees
+        self._settled = stat_time - sig[2] / 1e9 >= SETTLE_SECONDS
+
+    def _reopen(self) -> None:
+        self._retrying(lambda n: self._open_once(), "read the ROOT structure")
 
     def offsets(self, stream: str) -> list:
         info = self.trees[stream]
@@ -133,30 +145,21 @@ class FileReader:
 
     def read(self, stream: str, branches, start: int, stop: int) -> ak.Array:
         """Entries ``[start, stop)`` of ``branches`` of tree ``stream`` as an awkward record array."""
-        last = None
-        for attempt, pause in enumerate((0.0, *RETRY_PAUSES)):
-            if pause:
-                time.sleep(pause)
-            try:
-                if attempt:
-                    self._reopen()
-                tree = self._file[stream]
-                if tree.num_entries < stop:
-                    raise ValueError(f"tree has {tree.num_entries} entries, wanted {stop}")
-                # filter_name with a callable: branch names are matched, never parsed as expressions
-                wanted = frozenset(branches)
-                arrays = tree.arrays(
-                    filter_name=wanted.__contains__, entry_start=start, entry_stop=stop, library="ak"
-                )
-                if len(arrays) != stop - start:
-                    raise ValueError(f"read {len(arrays)} entries, wanted {stop - start}")
-                return arrays
-            except (FileGone, Unreadable):
-                raise
-            except Exception as exc:
-                last = exc
-                log.debug("retrying read of %s %s[%d:%d]: %s", self.name, stream, start, stop, exc)
-        raise Unreadable(f"cannot read {stream}[{start}:{stop}] of {self.name}: {type(last).__name__}: {last}")
+        # filter_name with a callable: branch names are matched, never parsed as expressions
+        wanted = frozenset(branches).__contains__
+
+        def attempt(n: int) -> ak.Array:
+            if n:
+                self._open_once()  # a failed read may have met a torn state: look again
+            tree = self._file[stream]
+            if tree.num_entries < stop:
+                raise ValueError(f"tree has {tree.num_entries} entries, wanted {stop}")
+            arrays = tree.arrays(filter_name=wanted, entry_start=start, entry_stop=stop, library="ak")
+            if len(arrays) != stop - start:
+                raise ValueError(f"read {len(arrays)} entries, wanted {stop - start}")
+            return arrays
+
+        return self._retrying(attempt, f"read {stream}[{start}:{stop}]")
 
     def close(self) -> None:
         if self._file is not None:
