@@ -192,6 +192,15 @@ def handle(session: Session, msg):
         return Error(exc.message_type.value, str(exc))
 
 
+def _last_word(sock: socket.socket, code: MessageType, text: str) -> None:
+    """A final error frame before closing, whatever state the conversation is in; best effort."""
+    try:
+        sock.settimeout(1.0)
+        send_chunks(sock, Connection("server").send(Error(code.value, text)))
+    except OSError:
+        pass
+
+
 def run_child(sock: socket.socket, conn: Connection, peer, config, identity: str) -> int:
     name = f"{peer[0]}:{peer[1]}"
     _set_title(f"ddschildserver {name}")
@@ -231,11 +240,7 @@ def run_child(sock: socket.socket, conn: Connection, peer, config, identity: str
         why = str(exc)
         if why == "shutdown":
             log.info("server stopping: telling the client")
-            try:
-                sock.settimeout(1.0)
-                send_chunks(sock, Connection("server").send(Error(MessageType.SHUTDOWN.value, "server is shutting down")))
-            except OSError:
-                pass
+            _last_word(sock, MessageType.SHUTDOWN, "server is shutting down")
         elif why == "parent gone":
             log.warning("parent server is gone: ending the session")
         elif why == "idle":
@@ -244,11 +249,7 @@ def run_child(sock: socket.socket, conn: Connection, peer, config, identity: str
             log.info("client left")
     except ProtocolError as exc:
         log.warning("protocol error: %s", exc)
-        try:
-            sock.settimeout(1.0)
-            send_chunks(sock, Connection("server").send(Error(MessageType.PROTOCOL_ERROR.value, str(exc))))
-        except OSError:
-            pass
+        _last_word(sock, MessageType.PROTOCOL_ERROR, str(exc))
     except socket.timeout:
         log.warning("client stopped reading for %.0f s: dropped", config.stall_timeout)
     except (ConnectionError, OSError) as exc:

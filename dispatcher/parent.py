@@ -79,10 +79,6 @@ def _peer_text(peer) -> str:
     return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
 
 
-def _shorten(text: str, limit: int = 300) -> str:
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
-
-
 def describe_status(status: int) -> str:
     code = os.waitstatus_to_exitcode(status)
     if code < 0:
@@ -346,10 +342,9 @@ class ParentServer:
                 else:
                     raise ProtocolError(f"unexpected {msg.TYPE!r} before the session started")
         except ProtocolError as exc:
-            text = _shorten(str(exc))  # it may quote up to 64 KiB of what the peer sent
-            log.warning("protocol error from %s: %s", _peer_text(p.peer), text)
+            log.warning("protocol error from %s: %s", _peer_text(p.peer), exc)
             self._drop_pending(p)
-            self._refuse(p.sock, Connection("server"), MessageType.PROTOCOL_ERROR, text)
+            self._refuse(p.sock, Connection("server"), MessageType.PROTOCOL_ERROR, str(exc))
         except Exception:  # never let one connection take the parent down
             log.exception("unexpected error handling %s", _peer_text(p.peer))
             self._drop_pending(p)

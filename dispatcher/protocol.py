@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import reprlib
 import struct
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -194,11 +195,16 @@ _BY_TYPE = {cls.TYPE: cls for cls in (Hello, *REQUESTS, *REPLIES)}
 _FIELD_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "dict": (dict,), "Any": (object,)}
 
 
+def _quote(value) -> str:
+    """A peer's value in an error message, cut short: errors go to logs and back to the peer."""
+    return reprlib.repr(value)
+
+
 def _decode_message(header: dict, body: memoryview) -> Message:
     kind = header.get("type")
     cls = _BY_TYPE.get(kind) if isinstance(kind, str) else None
     if cls is None:
-        raise RemoteProtocolError(f"unknown message type {kind!r}")
+        raise RemoteProtocolError(f"unknown message type {_quote(kind)}")
     if cls is Data:
         return Data(header=header, body=body)
     if len(body):
@@ -216,7 +222,7 @@ def _decode_message(header: dict, body: memoryview) -> Message:
         kwargs[f.name] = value
     unknown = set(header) - {"type"} - {f.name for f in dataclasses.fields(cls)}
     if unknown:
-        raise RemoteProtocolError(f"message {kind!r} has unknown fields {sorted(unknown)}")
+        raise RemoteProtocolError(f"message {kind!r} has unknown fields {_quote(sorted(unknown))}")
     return cls(**kwargs)
 
 
