@@ -15,12 +15,13 @@ next to the live monitor.
 from __future__ import annotations
 
 import math
-import threading
 import time
 
 import numpy as np
 
-from clients import DDSClient, DDSError, DDSTimeout, Subscription
+from clients import Subscription
+
+from .screen import BackgroundClient
 
 N_PLANES = 486
 N_STRIPS = 192
@@ -41,7 +42,7 @@ def hit_map(plane, strip, adc, *, columns: int = 61, rows: int = 6) -> list[str]
     return ["".join(SHADES[int(min(v, len(SHADES) - 1))] for v in line) for line in level[::-1]]
 
 
-class EventDisplay:
+class EventDisplay(BackgroundClient):
     """Keeps the newest snarl passing ``cut`` (keep-up ``record``).
 
     Args:
@@ -50,42 +51,21 @@ class EventDisplay:
         interval (float): seconds between requests (a display needs no more); default 0.5.
     """
 
+    name = "dds-display"
+
     def __init__(self, host: str, port: int, *, cut: str = "nhits >= 50", interval: float = 0.5):
-        self.host, self.port, self.cut, self.interval = host, port, cut, interval
-        self.subscription = Subscription(streams=("DaqSnarl",), keep_up="record", selection=cut)
+        super().__init__(host, port, Subscription(streams=("DaqSnarl",), keep_up="record", selection=cut))
+        self.cut, self.interval = cut, interval
         self.snarl: dict | None = None
         self.file = ""
         self.shown = 0
-        self.error = ""
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> EventDisplay:
-        self._thread = threading.Thread(target=self.run, name="dds-display", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def run(self) -> None:
-        try:
-            with DDSClient(self.host, self.port) as dds:
-                dds.subscribe(self.subscription)
-                while not self._stop.is_set():
-                    try:
-                        rs = dds.next(timeout=0.25)
-                    except DDSTimeout:
-                        continue
-                    with self._lock:
-                        self.snarl, self.file = rs["DaqSnarl"], rs.file
-                        self.shown += 1
-                    self._stop.wait(self.interval)
-        except DDSError as exc:
-            self.error = str(exc)
+    def receive(self, dds) -> None:
+        rs = dds.next(timeout=0.25)
+        with self._lock:
+            self.snarl, self.file = rs["DaqSnarl"], rs.file
+            self.shown += 1
+        self._stop.wait(self.interval)
 
     def render(self) -> list[str]:
         with self._lock:
@@ -118,7 +98,7 @@ def _build_cli():
     @click.option("--refresh", type=click.FloatRange(min=0.1), default=1.0, show_default=True)
     def main(host, port, cut, seconds, refresh):
         """An event display of the newest snarl a ddsparentserver serves (Ctrl-C stops)."""
-        from .run import show_until
+        from .screen import show_until
 
         show_until(EventDisplay(host, port, cut=cut, interval=refresh / 2).start(), seconds, refresh)
 

@@ -14,20 +14,21 @@ from __future__ import annotations
 
 import collections
 import math
-import threading
 import time
 
 import awkward as ak
 import numpy as np
 
-from clients import DDSClient, DDSError, DDSTimeout, Subscription
+from clients import Subscription
 from clients.job import text_histogram
+
+from .screen import BackgroundClient
 
 STREAMS = ("DaqSnarl", "DaqMonitor", "DcsMonitor")
 RATE_WINDOW = 3.0  # seconds the records/s are averaged over
 
 
-class LiveMonitor:
+class LiveMonitor(BackgroundClient):
     """Receives every record of ``streams`` and keeps what the screen shows.
 
     Args:
@@ -37,51 +38,27 @@ class LiveMonitor:
         bins (int), low (float), high (float): the ``nhits`` histogram; default 12 bins in [0, 600).
     """
 
+    name = "dds-monitor"
+
     def __init__(self, host: str, port: int, *, streams=STREAMS, start: str = "oldest", bins: int = 12,
                  low: float = 0.0, high: float = 600.0):
         import hist
 
-        self.host, self.port = host, port
-        self.subscription = Subscription(streams=streams, keep_up="all", start=start)
+        super().__init__(host, port, Subscription(streams=streams, keep_up="all", start=start))
         self.hist = hist.Hist(hist.axis.Regular(bins, low, high, name="nhits", label="nhits of every DaqSnarl"))
         self.counts = dict.fromkeys(streams, 0)
         self.files: dict = {}  # stream -> newest file
         self.latest: dict = {}  # stream -> {branch: value} of its newest record
-        self.error = ""
         self._arrivals = collections.deque()  # (monotonic time, stream, n)
         self._nhits_sum = 0.0
         self._nhits_sum2 = 0.0
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.started = time.monotonic()
 
     # ---- receiving ---------------------------------------------------------------
 
-    def start(self) -> LiveMonitor:
-        """Receive in a background thread until :meth:`stop`."""
-        self._thread = threading.Thread(target=self.run, name="dds-monitor", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def run(self) -> None:
-        """Receive until stopped (or the server ends the session)."""
-        try:
-            with DDSClient(self.host, self.port) as dds:
-                dds.subscribe(self.subscription)
-                while not self._stop.is_set():
-                    try:
-                        batch = dds.next_batch(5000, timeout=0.25)
-                    except DDSTimeout:
-                        continue
-                    self.add(batch.stream, batch.file, batch.arrays)
-        except DDSError as exc:
-            self.error = str(exc)
+    def receive(self, dds) -> None:
+        batch = dds.next_batch(5000, timeout=0.25)
+        self.add(batch.stream, batch.file, batch.arrays)
 
     def add(self, stream: str, file: str, arrays: ak.Array) -> None:
         n = len(arrays)
@@ -161,7 +138,7 @@ def _build_cli():
     @click.option("--start", default="current", show_default=True, help="current, oldest, latest or a file")
     def main(host, port, seconds, refresh, start):
         """A live monitor of every record a ddsparentserver serves (Ctrl-C stops)."""
-        from .run import show_until
+        from .screen import show_until
 
         show_until(LiveMonitor(host, port, start=start).start(), seconds, refresh)
 

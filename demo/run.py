@@ -20,7 +20,6 @@ the demo, which then stops them in order.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import shutil
@@ -33,48 +32,13 @@ import threading
 import time
 from pathlib import Path
 
+from .screen import Screen
+
 DEFAULT_SECONDS = 20.0
 DEFAULT_PORT = 9090
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
-
-CLEAR = "\x1b[H\x1b[J"  # cursor home, clear to the end of the screen
-
-
-class Screen:
-    """Plain-text redraws: in place on a terminal, frame after frame in a pipe or log."""
-
-    def __init__(self, out=None):
-        self.out = out or sys.stdout
-        self.tty = bool(getattr(self.out, "isatty", lambda: False)())
-        self.frames = 0
-
-    def show(self, lines: list[str], *, final: bool = False, title: str = "") -> None:
-        text = "\n".join(lines) + "\n"
-        if self.tty:
-            self.out.write(CLEAR + text)
-        else:
-            rule = f"---- {title} " if title else "---- "
-            self.out.write(rule + "-" * max(4, 78 - len(rule)) + "\n" + text)
-        self.out.flush()
-        self.frames += 1
-
-
-def show_until(widget, seconds, refresh: float) -> None:
-    """Redraw ``widget.render()`` every ``refresh`` seconds until ``seconds`` pass, its session ends or Ctrl-C."""
-    screen = Screen()
-    deadline = math.inf if seconds is None else time.monotonic() + seconds
-    try:
-        while time.monotonic() < deadline and widget._thread.is_alive():
-            time.sleep(min(refresh, max(0.0, deadline - time.monotonic())))
-            screen.show(widget.render())
-    except KeyboardInterrupt:
-        pass
-    finally:
-        widget.stop()
-    screen.show(widget.render(), final=True)
-
 
 def _script(name: str, fallback_module: str, fallback_main: str) -> list[str]:
     """The console script ``name`` of this environment, or the same through this Python."""
