@@ -176,6 +176,20 @@ class Bench:
             self._daq = None
 
 
+
+def _drain_file(c, name: str, batch: int, n: int, timeout: float) -> tuple[float, int, int]:
+    """next_batch until n records of file ``name`` arrived: (seconds, records, uncompressed bytes)."""
+    got = nbytes = 0
+    t0 = time.perf_counter()
+    while got < n:
+        b = c.next_batch(batch, timeout=timeout)
+        if b.file != name:
+            break
+        got += len(b)
+        nbytes += b.arrays.nbytes
+    return time.perf_counter() - t0, got, nbytes
+
+
 def _read_dds(bench: Bench, n: int, batch: int = BATCH, **sub) -> tuple[float, int, int, int]:
     """Read the flat file through DDS with next_batch.
 
@@ -184,15 +198,7 @@ def _read_dds(bench: Bench, n: int, batch: int = BATCH, **sub) -> tuple[float, i
     """
     with bench.subscribed(**sub) as c:
         wire0 = bytes_received(c._sock) or 0
-        got = nbytes = 0
-        t0 = time.perf_counter()
-        while got < n:
-            b = c.next_batch(batch, timeout=30)
-            if b.file != FLAT_FILE:
-                break
-            got += len(b)
-            nbytes += b.arrays.nbytes
-        dt = time.perf_counter() - t0
+        dt, got, nbytes = _drain_file(c, FLAT_FILE, batch, n, timeout=30)
         wire = (bytes_received(c._sock) or 0) - wire0
     return dt, got, nbytes, wire
 
@@ -545,15 +551,7 @@ def _serve_and_measure(bench: Bench, name: str, records: int) -> tuple[int, floa
             if pid:
                 break
             time.sleep(0.01)
-        got = nbytes = 0
-        t0 = time.perf_counter()
-        while got < records:
-            b = c.next_batch(BATCH, timeout=60)
-            if b.file != name:
-                break
-            got += len(b)
-            nbytes += b.arrays.nbytes
-        dt = time.perf_counter() - t0
+        dt, got, nbytes = _drain_file(c, name, BATCH, records, timeout=60)
         peak = proc_status(pid).get("VmHWM", -1) if pid else -1
     if got != records:
         raise RuntimeError(f"served {got} records of {name}, expected {records}")
