@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import re
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import uproot
+
+from bench.common import ServerProc
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -43,50 +40,18 @@ def snarl_data(first: int, n: int, seed: int = 0) -> dict:
     }
 
 
-class Server:
-    """A ddsparentserver process started for one test, always stopped by it."""
+class Server(ServerProc):
+    """A ddsparentserver process started for one test (log level Debug), always stopped by it."""
 
-    def __init__(self, data_dir, *args, env=None, log_file=None):
-        self.data_dir = str(data_dir)
-        self.log_path = Path(log_file) if log_file else Path(data_dir).parent / f"server-{time.monotonic_ns()}.log"
-        cmd = [str(BIN / "ddsparentserver"), "-p", "0", "-b", "127.0.0.1", "-d", self.data_dir, "-l", "Debug",
-               "--log-file", str(self.log_path), *args]
-        self.proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE)
-        self.port = self._wait_port()
-        self.host = "127.0.0.1"
-
-    def _wait_port(self, timeout: float = 20.0) -> int:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.log_path.exists():
-                m = re.search(r"listening on [\d.]+:(\d+)", self.log_path.read_text())
-                if m:
-                    return int(m.group(1))
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.proc.stderr.read().decode()}")
-            time.sleep(0.02)
-        self.stop()
-        raise RuntimeError("server did not start listening")
+    def __init__(self, data_dir, *args, log_file=None):
+        super().__init__(data_dir, *args, log_file=log_file, level="Debug")
 
     @property
     def log(self) -> str:
         return self.log_path.read_text() if self.log_path.exists() else ""
 
-    def children(self) -> list[int]:
-        out = subprocess.run(["ps", "-o", "pid=,stat=", "--ppid", str(self.proc.pid)], capture_output=True, text=True)
-        return [int(line.split()[0]) for line in out.stdout.splitlines() if line.strip()]
-
     def stop(self, timeout: float = 10.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        for stream in (self.proc.stdout, self.proc.stderr):
-            stream.close()
+        super().stop(timeout)
         return self.proc.returncode
 
 
