@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import ast
 import bisect
-import difflib
 import io
 import math
 import tokenize
@@ -47,6 +46,8 @@ from typing import NamedTuple
 import awkward as ak
 import numexpr
 import numpy as np
+
+from .suggest import did_you_mean
 
 __all__ = [
     "FUNCTIONS",
@@ -641,21 +642,8 @@ class _Compiler:
         return _Code(self._local(None, name), _NUM)
 
     def _unknown_branch(self, name: str) -> str:
-        def closeness(branch: str) -> float:
-            return max(
-                difflib.SequenceMatcher(None, name, branch).ratio(),
-                difflib.SequenceMatcher(None, name.lower(), branch.lower()).ratio(),
-            )
-
-        ranked = sorted(self.kinds, key=lambda branch: (-closeness(branch), branch))
-        message = f"unknown branch {name!r} in selection for stream {self.stream}"
-        if ranked and closeness(ranked[0]) >= 0.6:
-            message += f"; did you mean {ranked[0]!r}?"
-        if not ranked:
-            return message + f" (stream {self.stream} has no branches)"
-        shown = ", ".join(ranked[:_LISTED_BRANCHES])
-        more = ", ..." if len(ranked) > _LISTED_BRANCHES else ""
-        return message + f" (branches: {shown}{more})"
+        suggestion = did_you_mean(name, self.kinds, kind="branches", listed=_LISTED_BRANCHES)
+        return f"unknown branch {name!r} in selection for stream {self.stream}; {suggestion}"
 
     # -- operators
 
