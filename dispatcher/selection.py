@@ -121,8 +121,8 @@ class Selection:
         Returns:
             numpy.ndarray: bool, length n.
         """
-        columns = dict(self._constants)
-        length = None
+        columns: dict[str, np.ndarray] = dict(self._constants)
+        length: int | None = None
         for item in self._inputs:
             try:
                 value = arrays[item.branch]
@@ -188,7 +188,9 @@ def compile_selection(text: str, stream: str, branch_kinds: Mapping[str, str]) -
     # Run it on empty columns of the usual types: numexpr compiles and caches
     # the program, so a problem shows now, at subscribe time, not on the first chunk.
     for flat_type in (np.float64, np.int64):
-        columns = {item.local: np.empty(0, _typical_type(item, flat_type)) for item in inputs}
+        columns: dict[str, np.ndarray] = {
+            item.local: np.empty(0, _typical_type(item, flat_type)) for item in inputs
+        }
         _run(expression, {**constants, **columns})
     return Selection(
         text=text,
@@ -291,10 +293,10 @@ class _Source:
         open_brackets: list[int] = []  # token indices
         tokens = source.tokens
         try:
-            for token in tokenize.generate_tokens(io.StringIO(text).readline):
-                kind = tokenize.tok_name[token.type]
-                string = token.string
-                start, end = at(token.start), at(token.end)
+            for info in tokenize.generate_tokens(io.StringIO(text).readline):
+                kind = tokenize.tok_name[info.type]
+                string = info.string
+                start, end = at(info.start), at(info.end)
                 if kind in ("ENCODING", "NEWLINE", "NL", "INDENT", "DEDENT", "ENDMARKER"):
                     continue
                 if kind in ("NAME", "NUMBER"):
@@ -343,8 +345,8 @@ class _Source:
                     source.partner[opener] = len(tokens) - 1
         except tokenize.TokenError as err:
             if open_brackets:
-                opener = tokens[open_brackets[-1]]
-                raise source.syntax_error(opener.start, f"{opener.python!r} was never closed") from None
+                unclosed = tokens[open_brackets[-1]]
+                raise source.syntax_error(unclosed.start, f"{unclosed.python!r} was never closed") from None
             position = err.args[1] if len(err.args) > 1 else None
             offset = at(position) if isinstance(position, tuple) else len(text)
             raise source.syntax_error(offset) from None
@@ -352,8 +354,8 @@ class _Source:
             offset = at((err.lineno, (err.offset or 1) - 1)) if err.lineno else len(text)
             raise source.syntax_error(offset, "inconsistent indentation") from None
         if open_brackets:
-            opener = tokens[open_brackets[-1]]
-            raise source.syntax_error(opener.start, f"{opener.python!r} was never closed")
+            unclosed = tokens[open_brackets[-1]]
+            raise source.syntax_error(unclosed.start, f"{unclosed.python!r} was never closed")
 
         # Rebuild one line of Python, one space between tokens; remember where
         # each token went so ast positions map back to the user's text.
@@ -421,19 +423,27 @@ class _Source:
             index += 1
         return self.tokens[min(index, len(self.tokens) - 1)].start
 
-    def parenthesised(self, node: ast.AST) -> bool:
-        """Whether the user wrote ``node`` directly inside its own parentheses."""
+    def token_span(self, node: ast.expr) -> tuple[int, int] | None:
+        """Indices of the first and last token of ``node``, when it starts and ends on tokens."""
         first = self._index_by_start.get(node.col_offset)
-        last = self._index_by_end.get(node.end_col_offset)
-        if first is None or last is None or first == 0:
+        last = None if node.end_col_offset is None else self._index_by_end.get(node.end_col_offset)
+        if first is None or last is None:
+            return None
+        return first, last
+
+    def parenthesised(self, node: ast.expr) -> bool:
+        """Whether the user wrote ``node`` directly inside its own parentheses."""
+        span = self.token_span(node)
+        if span is None or span[0] == 0:
             return False
+        first, last = span
         return self.tokens[first - 1].python == "(" and self.partner.get(first - 1) == last + 1
 
-    def text_of(self, node: ast.AST) -> str:
-        first = self._index_by_start.get(node.col_offset)
-        last = self._index_by_end.get(node.end_col_offset)
-        if first is None or last is None:
+    def text_of(self, node: ast.expr) -> str:
+        span = self.token_span(node)
+        if span is None:
             return ast.unparse(node)
+        first, last = span
         return self.text[self.tokens[first].start : self.tokens[last].end]
 
 
@@ -586,6 +596,7 @@ class _Compiler:
         value = code.literal
         if value is None:
             return code
+        scalar: np.generic
         if isinstance(value, float):
             scalar = np.float64(value)
         else:  # numexpr's rule for integer constants: int32 when it fits
@@ -659,13 +670,12 @@ class _Compiler:
             return _Code(f"(~{self.truth(self.visit(node.operand))})", _BOOL)
         # ast.Invert: the user's '~' or a C '!'; both are logical not here.
         spelled = self._check_negation(node)
-        operand = node.operand
-        if spelled == "~" and _is_number_literal(operand):
+        if spelled == "~" and _is_number_literal(node.operand):
             raise self.refuse(
                 "'~' is a logical not in a selection, not bitwise; it cannot apply to a number literal",
                 node,
             )
-        return _Code(f"(~{self.truth(self.visit(operand))})", _BOOL)
+        return _Code(f"(~{self.truth(self.visit(node.operand))})", _BOOL)
 
     def _check_negation(self, node: ast.UnaryOp) -> str:
         """Refuse '!a ** b' (C has no '**'); return how the negation was spelled."""
@@ -693,9 +703,9 @@ class _Compiler:
                         f"the number {self.source.text_of(side)}; compare first, e.g. (x != 0)",
                         self.source.operator_offset(node.left),
                     )
-            left = self.truth(self.visit(node.left))
-            right = self.truth(self.visit(node.right))
-            return _Code(f"({left} {symbol} {right})", _BOOL)
+            left_truth = self.truth(self.visit(node.left))
+            right_truth = self.truth(self.visit(node.right))
+            return _Code(f"({left_truth} {symbol} {right_truth})", _BOOL)
         left, right = self.visit(node.left), self.visit(node.right)
         if op is ast.Pow:
             # float64 throughout: no integer overflow, and negative exponents work.
@@ -728,7 +738,7 @@ class _Compiler:
             parts.append(f"({texts[0]} {_COMPARISONS[type(op)]} {texts[1]})")
         return _Code(_balanced(parts, "&"), _BOOL)
 
-    def _check_comparison_operand(self, operand: ast.AST) -> None:
+    def _check_comparison_operand(self, operand: ast.expr) -> None:
         if self.source.parenthesised(operand):
             return
         if isinstance(operand, ast.BinOp) and isinstance(operand.op, (ast.BitAnd, ast.BitOr)):
@@ -775,8 +785,8 @@ class _Compiler:
             raise self.refuse(f"{name}() takes {arity} argument{plural} ({len(node.args)} given)", node)
         visited = [self.visit(argument) for argument in node.args]
         if name == "where":
-            condition, then, other = visited
-            condition = self.truth(condition)
+            test, then, other = visited
+            condition = self.truth(test)
             if then.kind == other.kind == _BOOL:
                 return _Code(f"where({condition}, {then.text}, {other.text})", _BOOL)
             return _Code(f"where({condition}, {self.number(then)}, {self.number(other)})", _NUM)
@@ -844,6 +854,7 @@ def _run(expression: str, columns: dict[str, np.ndarray]):
 def _numexpr_ready(branch: str, array: np.ndarray) -> np.ndarray:
     """The array in a dtype numexpr computes in natively (native byte order)."""
     kind, size = array.dtype.kind, array.dtype.itemsize
+    target: type[np.generic]
     if kind == "b" or (kind in "iu" and size <= 2) or (kind == "i" and size == 4):
         target = np.int32
     elif kind == "i" or (kind == "u" and size == 4):
@@ -879,6 +890,7 @@ def _reduced_column(reduction: str, branch: str, value) -> np.ndarray:
             f"{reduction}() needs a branch holding one list of numbers per record; {branch!r} has "
             f"{lists.ndim - 1} levels of lists"
         )
+    fill: float  # 0, False, True or NaN: what a reduction of an empty list gives
     try:
         if reduction == "len":
             out, fill = ak.num(lists, axis=1), 0
