@@ -10,12 +10,9 @@ from __future__ import annotations
 import datetime
 import os
 import platform
-import re
-import signal
 import socket
 import statistics
 import struct
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -87,69 +84,6 @@ def close_with_tail(data_dir, name: str) -> str:
     tail = name.replace(".root", "_z_tail.root")
     write_flat(Path(data_dir) / tail, 10, seed=99)
     return tail
-
-
-# --------------------------------------------------------------------------- server
-
-
-class ServerProc:
-    """A ``ddsparentserver`` on 127.0.0.1 with a free port; a context manager that always stops it."""
-
-    def __init__(self, data_dir, *args: str, log_file=None, level: str = "Warning"):
-        self.data_dir = str(data_dir)
-        self.log_path = Path(log_file or Path(data_dir).parent / f"server-{time.monotonic_ns()}.log")
-        exe = BIN / "ddsparentserver"
-        cmd = [str(exe)] if exe.exists() else [sys.executable, "-c",
-                                               "from dispatcher.cli import parentserver_main; parentserver_main()"]
-        cmd += ["-p", "0", "-b", "127.0.0.1", "-d", self.data_dir, "-l", level, "--log-file", str(self.log_path), *args]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        self.host = "127.0.0.1"
-        try:
-            self.port = self._wait_port()
-        except BaseException:
-            self.stop()
-            raise
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def _wait_port(self, timeout: float = 30.0) -> int:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.log_path.exists():
-                m = re.search(r"listening on [\d.]+:(\d+)", self.log_path.read_text())
-                if m:
-                    return int(m.group(1))
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"ddsparentserver exited: {self.proc.stderr.read().decode()}")
-            time.sleep(0.02)
-        raise RuntimeError("ddsparentserver did not start listening")
-
-    def children(self) -> list[int]:
-        try:
-            text = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text()
-            return [int(x) for x in text.split()]
-        except OSError:
-            out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.pid)], capture_output=True, text=True)
-            return [int(x) for x in out.stdout.split()]
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        if self.proc.stderr:
-            self.proc.stderr.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
 
 
 # --------------------------------------------------------------------------- measuring

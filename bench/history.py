@@ -6,7 +6,7 @@ machine, the ratios against baselines of their own runs. Change it when an
 optimisation is added, with the command that measured it.
 """
 
-TEXT = """
+TEXT = r"""
 ## Optimisations
 
 Profiling (pyinstrument on a forked child running the real `run_child` loop, cProfile on the client,

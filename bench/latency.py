@@ -28,7 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import ServerProc, median, percentile
+from dispatcher.testing import ServerProc
+
+from .common import median, percentile
 
 STREAM = "Live"
 TYPES = {"seq": np.int64, "stamp": np.float64, "payload": "var * float32"}

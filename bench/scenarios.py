@@ -21,8 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
+from dispatcher.testing import ServerProc
+
 from . import common
-from .common import STREAM, ServerProc, bytes_received, median, percentile, proc_status
+from .common import STREAM, bytes_received, median, percentile, proc_status
 
 FLAT_FILE = "F0001_flat.root"
 TAIL_FILE = "F9999_tail.root"  # makes every earlier file closed
@@ -323,7 +325,7 @@ def scenario_single_record(bench: Bench) -> Section:
     ]
     sec = Section("3", "Single-record next()", ["call", "records/s", "records", "per record", "ratio to next_batch"],
                   rows, notes=["next() returns each record as Python values (a RecordSet of dicts); next_batch "
-                               "returns columns. Best of %d runs." % reps])
+                               f"returns columns. Best of {reps} runs."])
     sec.summary.append(Summary("3. next(), prefetch 256", fmt_rate(pf), f"next_batch {fmt_rate(batch)}",
                                ratio(pf, batch), ">= 20 k/s absolute", pf >= 20_000))
     sec.summary.append(Summary("3. next(), prefetch 1 (round trip)", fmt_rate(rt), f"next_batch {fmt_rate(batch)}",

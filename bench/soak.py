@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import os
 import random
 import socket
 import sys
@@ -23,7 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from .common import ServerProc, open_fds, proc_status
+from dispatcher.testing import ServerProc
+
+from .common import open_fds, proc_status
 
 #: growth that is flagged: RSS beyond this factor of the first steady sample, or more descriptors
 RSS_GROWTH = 1.10

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import uproot
 
-from bench.common import ServerProc
+from dispatcher.testing import ServerProc
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -45,14 +45,6 @@ class Server(ServerProc):
 
     def __init__(self, data_dir, *args, log_file=None):
         super().__init__(data_dir, *args, log_file=log_file, level="Debug")
-
-    @property
-    def log(self) -> str:
-        return self.log_path.read_text() if self.log_path.exists() else ""
-
-    def stop(self, timeout: float = 10.0) -> int:
-        super().stop(timeout)
-        return self.proc.returncode
 
 
 @pytest.fixture

@@ -1,0 +1,125 @@
+"""Helpers for tests and benchmarks that need a real ``ddsparentserver`` process.
+
+Like Twisted's ``twisted.internet.testing``, this module ships with the package
+so that the test suite, the benchmarks and anyone testing code against DDS start
+the server the same way. The server itself never imports it.
+
+    from clients import DDSClient
+    from dispatcher.testing import ServerProc
+
+    with ServerProc("/data/daq") as server, DDSClient(server.host, server.port) as client:
+        ...
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["LISTENING", "ServerProc", "server_command"]
+
+#: the line the parent logs once it accepts connections, with the real port
+LISTENING = re.compile(r"listening on [\d.]+:(\d+)")
+
+
+def server_command() -> list[str]:
+    """The command that starts ``ddsparentserver`` from this interpreter's environment.
+
+    The console script when it is installed next to the interpreter, else the
+    same entry point run through ``python -c`` (a source tree that was never
+    installed).
+    """
+    exe = Path(sys.executable).parent / "ddsparentserver"
+    if exe.exists():
+        return [str(exe)]
+    return [sys.executable, "-c", "from dispatcher.cli import parentserver_main; parentserver_main()"]
+
+
+class ServerProc:
+    """A ``ddsparentserver`` on 127.0.0.1 with a free port; a context manager that always stops it.
+
+    Args:
+        data_dir (str | Path): the data directory it serves (``-d``).
+        *args (str): further command-line options, e.g. ``"-m", "2"``.
+        log_file (str | Path | None): where the server logs; default a new file next to ``data_dir``.
+        level (str): the log level (``-l``); default ``"Warning"``, tests use ``"Debug"`` to read the log.
+
+    Raises:
+        RuntimeError: the server exited, or did not log its port within 30 s.
+    """
+
+    host: str
+    port: int
+    data_dir: str | None
+    log_path: Path
+    proc: subprocess.Popen
+
+    def __init__(self, data_dir, *args: str, log_file=None, level: str = "Warning") -> None:
+        self.data_dir = str(data_dir)
+        self.log_path = Path(log_file or Path(data_dir).parent / f"server-{time.monotonic_ns()}.log")
+        cmd = [*server_command(), "-p", "0", "-b", "127.0.0.1", "-d", self.data_dir, "-l", level,
+               "--log-file", str(self.log_path), *args]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.host = "127.0.0.1"
+        try:
+            self.port = self._wait_port()
+        except BaseException:
+            self.stop()
+            raise
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def log(self) -> str:
+        """Everything the server has logged so far ("" before its first line)."""
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+    def _wait_port(self, timeout: float = 30.0) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            m = LISTENING.search(self.log)
+            if m:
+                return int(m.group(1))
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read() if self.proc.stderr else b""
+                raise RuntimeError(f"ddsparentserver exited: {err.decode(errors='replace')}")
+            time.sleep(0.02)
+        raise RuntimeError("ddsparentserver did not start listening")
+
+    def children(self) -> list[int]:
+        """Process ids of the parent's children (one per connected client)."""
+        try:
+            text = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text()
+            return [int(x) for x in text.split()]
+        except OSError:
+            out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.pid)], capture_output=True, text=True)
+            return [int(x) for x in out.stdout.split()]
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM (a graceful stop), then SIGKILL after ``timeout`` seconds; returns the exit status.
+
+        Args:
+            timeout (float): seconds to wait for the graceful stop; default 10.
+        """
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self.proc.stderr:
+            self.proc.stderr.close()
+        return self.proc.returncode
+
+    def __enter__(self) -> ServerProc:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
