@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo bench bench-quick clean
+.PHONY: test lint demo bench bench-quick clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -14,6 +14,11 @@ $(STAMP): $(PY) pyproject.toml
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 tests
+
+# ruff over the whole tree; mypy over the packages its config names (dispatcher, clients)
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 demo: $(STAMP)
 	$(VENV)/bin/ddsdemo
