@@ -39,8 +39,8 @@ import os
 import re
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import awkward as ak
 import numpy as np

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from clients import DDSClient, DDSError, MessageType, Subscription
+from clients import DDSClient, DDSError, Subscription
 from conftest import snarl_data, write_file
 from dispatcher.protocol import PROTOCOL_VERSION, Connection, Hello, NextBatch, Ok, Subscribe, Welcome
 from dispatcher.transport import recv_message, send_message
@@ -63,7 +63,7 @@ def client_process(port: int, stream: str = "Nothing") -> subprocess.Popen:
 
 def child_of(client: DDSClient) -> int:
     """The pid of the ddschildserver serving ``client`` (its title names the client's address)."""
-    me = "ddschildserver 127.0.0.1:%d" % client._sock.getsockname()[1]
+    me = f"ddschildserver 127.0.0.1:{client._sock.getsockname()[1]}"
     pids = [pid for pid, args in live_processes().items() if args.strip() == me]
     assert len(pids) == 1, (me, pids)
     return pids[0]

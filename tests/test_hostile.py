@@ -104,7 +104,7 @@ def closed(sock) -> bool:
                 return True
         except ConnectionResetError:
             return True
-        except socket.timeout:
+        except TimeoutError:
             return False
     return False
 

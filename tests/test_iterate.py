@@ -160,7 +160,7 @@ def test_expressions_per_stream_as_a_dict(server):
 
 
 def test_breaking_out_of_the_loop_ends_the_session(server):
-    for arrays in clients.iterate(address(server), SNARL, step_size=10, timeout=1.0):
+    for _arrays in clients.iterate(address(server), SNARL, step_size=10, timeout=1.0):
         break
     deadline = time.monotonic() + 10
     while server.children() and time.monotonic() < deadline:

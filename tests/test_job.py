@@ -72,7 +72,8 @@ class Recorder(Module):
 def test_modules_run_in_path_order_and_false_stops_the_path_for_that_record_set(files, server):
     log = []
     job = job_for(server)
-    job.path("Demo").mod(Recorder(log, "first")).mod(Recorder(log, "even", keep=lambda rs: rs["DaqSnarl"]["evt"] % 2 == 0))
+    job.path("Demo").mod(Recorder(log, "first")).mod(
+        Recorder(log, "even", keep=lambda rs: rs["DaqSnarl"]["evt"] % 2 == 0))
     job.path("Demo").mod(Recorder(log, "last"))
     summary = job.path("Demo").run()
 
@@ -175,7 +176,8 @@ def test_event_dump_every_and_dump_fragments(data_dir, server_factory):
     import awkward as ak
 
     write_file(data_dir / "F00000001_0000.mdaq.root",
-               {"DaqSnarl": {"evt": np.arange(6, dtype=np.int64), "adc": ak.Array([[1.5, 2.0], [], [3.0], [4.0], [], [7.25]])}})
+               {"DaqSnarl": {"evt": np.arange(6, dtype=np.int64),
+                             "adc": ak.Array([[1.5, 2.0], [], [3.0], [4.0], [], [7.25]])}})
     server = server_factory(data_dir)
     short, full = io.StringIO(), io.StringIO()
     job = job_for(server)

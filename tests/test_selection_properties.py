@@ -52,7 +52,7 @@ def comparison(operands):
     )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def numbers(depth):
     if depth == 0:
         return NUM_LEAVES
@@ -71,7 +71,7 @@ def numbers(depth):
     )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def conditions(depth):
     if depth == 0:
         leaf_comparison = comparison(NUM_LEAVES)
@@ -81,7 +81,8 @@ def conditions(depth):
     # '&', '|', '~' never take a number literal (refused: they look bitwise).
     truthy = st.one_of(below, below, numbers(depth - 1))
     logical = st.one_of(below, below, NAMES)
-    spelled = st.tuples(st.sampled_from(["and", "or"]), st.sampled_from(["py", "c"]), st.lists(truthy, min_size=2, max_size=3).map(tuple))
+    spelled = st.tuples(st.sampled_from(["and", "or"]), st.sampled_from(["py", "c"]),
+                        st.lists(truthy, min_size=2, max_size=3).map(tuple))
     return st.one_of(
         comparison(numbers(depth - 1)),
         comparison(numbers(depth - 1)),
@@ -136,7 +137,8 @@ def printed(node, minimal=True):
     if tag == "cmp":
         operands, operators = node[1], node[2]
         # '&', '|', '!', '~' directly inside a comparison are refused as ambiguous: parenthesise.
-        texts = [wrap(o, COMPARE + 1, force=(o[0] in ("and", "or") and o[1] == "ne") or is_negation(o)) for o in operands]
+        texts = [wrap(o, COMPARE + 1, force=(o[0] in ("and", "or") and o[1] == "ne") or is_negation(o))
+                 for o in operands]
         pieces = [texts[0]]
         for operator, text in zip(operators, texts[1:]):
             pieces += [operator, text]

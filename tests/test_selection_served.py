@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import Server, write_file
 from hypothesis import HealthCheck, given, settings
-from test_selection_properties import DTYPES, SELECTIONS, STREAM, expected_selection, printed
 
 from clients import DDSClient, DDSTimeout, Subscription
+from conftest import Server, write_file
+from test_selection_properties import DTYPES, SELECTIONS, STREAM, expected_selection, printed
 
 N = 4000
 
@@ -37,7 +37,8 @@ def served(tmp_path_factory):
     server.stop()
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(tree=SELECTIONS)
 def test_served_selection_equals_numpy_reference(served, tree):
     client, data = served

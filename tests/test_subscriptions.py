@@ -9,9 +9,9 @@ import awkward as ak
 import numpy as np
 import pytest
 import uproot
-from conftest import snarl_data, write_file
 
 from clients import DDSClient, DDSError, DDSTimeout, MessageType, Subscription
+from conftest import snarl_data, write_file
 
 N = 3000
 
@@ -67,7 +67,8 @@ def test_functions_and_floats_select_like_numpy(server, two_files):
     d = two_files
     text = "sqrt(energy) > 3.5 && abs(log10(energy + 1) - 1) < 0.25 || where(ok, nhits, 0) > 40"
     e = d["energy"]
-    truth = d["evt"][((np.sqrt(e) > 3.5) & (np.abs(np.log10(e + 1) - 1) < 0.25)) | (np.where(d["ok"], d["nhits"], 0) > 40)]
+    truth = d["evt"][((np.sqrt(e) > 3.5) & (np.abs(np.log10(e + 1) - 1) < 0.25))
+                     | (np.where(d["ok"], d["nhits"], 0) > 40)]
     with client_for(server, selection=text) as c:
         _, got = drain(c)
     assert got["evt"].to_list() == truth.tolist()
@@ -162,7 +163,8 @@ def test_selection_per_stream_and_reduction_over_a_jagged_branch(server, data_di
     hits = ak.unflatten(rng.random(counts.sum()).astype(np.float32), counts)
     write_file(
         data_dir / "F00000002_0000.mdaq.root",
-        {"DaqSnarl": {"evt": np.arange(n), "adc": hits}, "DaqMonitor": {"evt": np.arange(0, n, 10), "rate": np.arange(0, n, 10) * 1.5}},
+        {"DaqSnarl": {"evt": np.arange(n), "adc": hits},
+         "DaqMonitor": {"evt": np.arange(0, n, 10), "rate": np.arange(0, n, 10) * 1.5}},
     )
     sel = {"DaqSnarl": "len(adc) > 2 && sum(adc) > 1.5", "DaqMonitor": "rate > 300"}
     with client_for(server, streams=["DaqSnarl", "DaqMonitor"], selection=sel) as c:
@@ -179,7 +181,8 @@ def test_selection_per_stream_and_reduction_over_a_jagged_branch(server, data_di
 
 
 def test_bare_jagged_branch_in_selection_is_refused_naming_it(server, data_dir):
-    write_file(data_dir / "F00000003_0000.mdaq.root", {"DaqSnarl": {"evt": np.arange(3), "adc": ak.Array([[1.0], [], [2.0, 3.0]])}})
+    write_file(data_dir / "F00000003_0000.mdaq.root",
+               {"DaqSnarl": {"evt": np.arange(3), "adc": ak.Array([[1.0], [], [2.0, 3.0]])}})
     with DDSClient(server.host, server.port) as c:
         with pytest.raises(DDSError) as err:
             c.subscribe(Subscription(streams=["DaqSnarl"], selection="adc > 1"))
@@ -249,7 +252,8 @@ def test_sync_on_open_file_waits_for_a_late_stream_then_gives_up(server, data_di
 
 
 def test_sync_branch_missing_from_a_stream_is_a_bad_subscription(server, data_dir):
-    write_file(data_dir / "F00000007_0000.mdaq.root", {"DaqSnarl": {"evt": np.arange(3)}, "DaqMonitor": {"t": np.arange(3)}})
+    write_file(data_dir / "F00000007_0000.mdaq.root",
+               {"DaqSnarl": {"evt": np.arange(3)}, "DaqMonitor": {"t": np.arange(3)}})
     with DDSClient(server.host, server.port) as c:
         with pytest.raises(DDSError) as err:
             c.subscribe(Subscription(streams=["DaqSnarl", "DaqMonitor"], sync="evt"))
