@@ -15,7 +15,6 @@ from pathlib import Path
 import awkward as ak
 import numpy as np
 import pytest
-from conftest import BIN, Server, snarl_data, write_file
 
 from clients import (
     DDSClient,
@@ -28,6 +27,7 @@ from clients import (
     RecordSet,
     Subscription,
 )
+from conftest import BIN, Server, snarl_data, write_file
 from dispatcher.protocol import PROTOCOL_VERSION, SERVER_MAX_BODY, SERVER_MAX_HEADER, FrameDecoder, Hello, encode
 
 SNARL = "DaqSnarl"

@@ -10,9 +10,8 @@ import socket
 import subprocess
 import time
 
-from conftest import BIN, snarl_data, write_file
-
 from clients import DDSClient, DDSTimeout, Subscription
+from conftest import BIN, snarl_data, write_file
 
 BIG = 60_000
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import threading
 
 import numpy as np
-from conftest import snarl_data, write_file
 
 from clients import DDSClient, DDSTimeout, Subscription
+from conftest import snarl_data, write_file
 
 CLIENTS = 25
 PER_FILE = 20_000

@@ -6,9 +6,9 @@ import os
 
 import numpy as np
 import pytest
-from conftest import snarl_data, write_file
 
 from clients import DDSClient, Subscription
+from conftest import snarl_data, write_file
 from dispatcher.protocol import Rewind
 
 
