@@ -20,7 +20,7 @@ import awkward as ak
 import numpy as np
 
 from clients import Subscription
-from clients.job import text_histogram
+from clients.texthist import text_histogram
 
 from .screen import BackgroundClient
 

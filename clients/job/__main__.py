@@ -1,0 +1,5 @@
+"""``python -m clients.job``: the same as ``ddsjob``."""
+
+from .cli import main
+
+main()
