@@ -1,18 +1,25 @@
-"""The parent server: accept, greet, fork one child per client, reap, stop.
+"""The parent server: accept, fork one child per client, reap, stop.
 
-Single-threaded: one ``selectors`` wait over the listener, the signal wakeup
-pipe and the connections still in their handshake. Signal handlers do nothing
-but wake that wait (``signal.set_wakeup_fd``); the loop then acts on the signal
-numbers read from the pipe. The parent reads only the small hello frame of each
-connection itself (bounded, with a deadline), so it can answer SERVER_BUSY, a
-refused token or a wrong protocol version without forking, and handle
-``ddscomm -s`` even when full. With TLS, the parent also does each TLS
-handshake, non-blocking, inside the same wait; the child inherits the TLS
-session through the fork. Knows nothing of ROOT. See docs/SECURITY.md.
+Single-threaded, shaped like gunicorn's arbiter: one ``selectors`` wait over
+the listener, the signal wakeup pipe and the connections still in the doorway
+(:mod:`dispatcher.doorway`: TLS, hello, access checks and admin stop, all
+before any fork). Signal handlers only record the signal (the wakeup pipe
+carries its number); the loop reads the numbers and calls the flat
+``handle_<signal>`` methods. Stopping is a phase of the same loop:
+
+- SIGTERM or ``ddscomm -s``: graceful. Close the listener, SIGTERM the children
+  (each tells its client SHUTDOWN), reap them for ``GRACEFUL_SECONDS``, then
+  SIGKILL the rest.
+- SIGINT: fast. The same with ``FAST_SECONDS``.
+- SIGINT while stopping: escalate at once, SIGKILL every remaining child.
+
+How each child ended is logged with its cause (:func:`describe_status`); no
+exit status or signal number can make the parent raise. Knows nothing of ROOT.
 """
 
 from __future__ import annotations
 
+import enum
 import errno
 import logging
 import os
@@ -20,31 +27,34 @@ import selectors
 import signal
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import __version__, access
-from .protocol import (
-    PROTOCOL_VERSION,
-    Connection,
-    Error,
-    Hello,
-    MessageType,
-    Ok,
-    ProtocolError,
-    Stop,
-    Welcome,
-)
+from .doorway import Admit, Doorway, Pending, StopAsked, Verdict, peer_text
+from .protocol import MessageType
 
 log = logging.getLogger("dds.parent")
 
-EXIT_OK = 0
-EXIT_USAGE = 2
-EXIT_CHILD_CRASH = 70  # a child's session raised something unexpected
+#: exit statuses of the parent (``ddsparentserver``)
+EXIT_OK = 0  # stopped as asked: SIGTERM, SIGINT or ddscomm -s
+EXIT_USAGE = 2  # bad command line or data directory
+#: exit status of a child whose session raised something unexpected
+EXIT_CHILD_CRASH = 70
 
-MAX_PENDING = 128  # connections in handshake at once; beyond, the oldest is dropped for the newcomer
-TLS_HANDSHAKE_RECORD = 0x16  # first byte of every TLS ClientHello
+#: seconds the children have to end their sessions in a graceful stop (SIGTERM, ddscomm -s)
 GRACEFUL_SECONDS = 3.0
+#: ... in a fast stop (SIGINT)
 FAST_SECONDS = 1.0
+#: seconds to wait for SIGKILLed children to be reaped before giving up on them
+KILL_REAP_SECONDS = 2.0
+#: longest single wait of the loop
+LOOP_SECONDS = 1.0
+#: most connections taken per wake-up of the listener, so the others get their turn
+ACCEPT_BATCH = 64
+
+_WAKE = "wake"
+_LISTEN = "listen"
 
 
 @dataclass
@@ -63,27 +73,96 @@ class ServerConfig:
     tls_key: str | None = None  # PEM private key, if not in tls_cert
 
 
-class _Pending:
-    __slots__ = ("sock", "peer", "conn", "deadline", "admin", "handshaking")
+class Phase(enum.Enum):
+    """Where the parent is in its life."""
 
-    def __init__(self, sock, peer, deadline, handshaking=False):
-        self.sock = sock
-        self.peer = peer
-        self.conn = Connection("server")
-        self.deadline = deadline
-        self.admin = False
-        self.handshaking = handshaking  # TLS: "new" (nothing read yet), "tls" (under way) or False (done)
+    SERVING = "serving"
+    STOPPING = "stopping"  # children asked to end (SIGTERM); waiting for them until the deadline
+    KILLING = "killing"  # children SIGKILLed; waiting to reap them
+    DONE = "done"
 
 
-def _peer_text(peer) -> str:
-    return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+class StopKind(enum.Enum):
+    """How fast a stop goes: the seconds the children get before SIGKILL."""
+
+    GRACEFUL = GRACEFUL_SECONDS
+    FAST = FAST_SECONDS
 
 
-def describe_status(status: int) -> str:
-    code = os.waitstatus_to_exitcode(status)
+# --------------------------------------------------------------------------- how a child ended
+
+#: why a process usually dies of a signal, by signal name
+SIGNAL_CAUSES = {
+    "SIGKILL": "out of memory?",
+    "SIGSEGV": "crash",
+    "SIGBUS": "crash: bad memory access",
+    "SIGILL": "crash: illegal instruction",
+    "SIGFPE": "crash: arithmetic error",
+    "SIGABRT": "aborted",
+    "SIGTERM": "asked to stop",
+    "SIGINT": "interrupted",
+    "SIGQUIT": "quit",
+    "SIGHUP": "hang-up",
+    "SIGPIPE": "wrote to a closed connection",
+    "SIGXCPU": "CPU time limit",
+    "SIGXFSZ": "file size limit",
+}
+
+#: what a child's exit status means, where it means something
+EXIT_CAUSES = {
+    EXIT_CHILD_CRASH: "its session raised an unexpected error",
+}
+
+
+def signal_name(signum: int) -> str:
+    """The name of any signal number, also the real-time ones ``signal.Signals`` cannot name.
+
+    Args:
+        signum (int): a signal number.
+    """
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        pass
+    low, high = getattr(signal, "SIGRTMIN", None), getattr(signal, "SIGRTMAX", None)
+    if low is not None and high is not None and low < signum <= high:
+        return f"SIGRTMIN+{signum - low}"
+    return f"signal {signum}"
+
+
+def describe_signal(signum: int, cause: str | None = None) -> str:
+    """``SIGSEGV (crash)``, ``SIGRTMIN+6 (signal 40)``: a signal and why it usually comes.
+
+    Args:
+        signum (int): a signal number.
+        cause (str or None): the cause when it is known; None: the usual one for that signal.
+    """
+    name = signal_name(signum)
+    cause = cause or SIGNAL_CAUSES.get(name)
+    if cause is None and not name.startswith("signal "):
+        cause = f"signal {signum}"
+    return f"{name} ({cause})" if cause else name
+
+
+def describe_status(status: int, signal_cause: str | None = None) -> str:
+    """How a process ended, from its ``os.waitpid`` status, in words. Never raises.
+
+    Args:
+        status (int): the status ``os.waitpid`` returned.
+        signal_cause (str or None): why it got its signal, when the parent knows (it sent it);
+            None: the usual cause of that signal.
+    """
+    try:
+        code = os.waitstatus_to_exitcode(status)
+    except ValueError:  # stopped or continued: reported only to waitpid flags the parent never uses
+        return f"changed state (wait status {status:#x})"
     if code < 0:
-        return f"killed by {signal.Signals(-code).name}"
-    return f"exited with status {code}"
+        return f"killed by {describe_signal(-code, signal_cause)}"
+    cause = EXIT_CAUSES.get(code)
+    return f"exited with status {code}" + (f" ({cause})" if cause else "")
+
+
+# --------------------------------------------------------------------------- the parent
 
 
 class ParentServer:
@@ -95,15 +174,24 @@ class ParentServer:
 
     def __init__(self, config: ServerConfig):
         self.config = config
-        self.children: dict[int, str] = {}
-        self.pending: dict[socket.socket, _Pending] = {}
+        self.children: dict[int, str] = {}  # pid -> the client it serves
         self.listener: socket.socket | None = None
         self.sel = selectors.DefaultSelector()
+        self.phase = Phase.SERVING
+        self.deadline = 0.0  # while stopping: when the current phase gives up waiting
+        self._stop_kind: StopKind | None = None
+        self._sigkilled: dict[int, str] = {}  # pid -> why the stop had to kill it
         self._wake_r = self._wake_w = -1
-        self._stop: str | None = None  # None, "graceful" or "fast"
         self.identity = f"ddsparentserver/{__version__} {socket.gethostname()} pid {os.getpid()}"
         # Load the certificate now: a bad one is a start-up error, not a per-client one.
         self.tls = access.server_tls_context(config.tls_cert, config.tls_key) if config.tls_cert else None
+        self.doorway = Doorway(config, self.sel, self.identity, self.tls, self._client_count)
+        self._handlers: dict[int, Callable[[], None]] = {
+            signal.SIGTERM: self.handle_term,
+            signal.SIGINT: self.handle_int,
+            signal.SIGCHLD: self.handle_chld,
+            signal.SIGHUP: self.handle_hup,
+        }
 
     # ------------------------------------------------------------------ setup
 
@@ -115,66 +203,133 @@ class ParentServer:
         sock.listen(128)
         sock.setblocking(False)
         self.listener = sock
-        self.sel.register(sock, selectors.EVENT_READ, "listen")
+        self.sel.register(sock, selectors.EVENT_READ, _LISTEN)
         return sock.getsockname()[:2]
 
     def _install_signals(self) -> None:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        # The C-level handler writes each signal's number into the pipe: that is the record.
         signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGHUP):
+        for sig in self._handlers:
             signal.signal(sig, _record_only)
-        self.sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+        self.sel.register(self._wake_r, selectors.EVENT_READ, _WAKE)
 
     # ------------------------------------------------------------------ main loop
 
     def serve(self) -> int:
-        if self.listener is None:
-            self.bind()
+        """Serve until stopped; the exit status for the process."""
+        listener = self.listener if self.listener is not None else self._bind_listener()
         self._install_signals()
-        host, port = self.listener.getsockname()[:2]
+        host, port = listener.getsockname()[:2]
         level = max(logging.INFO, logging.getLogger("dds").getEffectiveLevel())
         log.log(level, "listening on %s:%d (data directory %s, at most %d clients)", host, port,
                 self.config.data_dir, self.config.max_clients)
+        allow = self.config.allow
         log.log(level, "access: %s; %s; %s",
-                "clients from " + ",".join(map(str, self.config.allow)) if self.config.allow else "clients from anywhere",
+                "clients from " + ",".join(map(str, allow)) if allow else "clients from anywhere",
                 "token required" if self.config.token else "no token",
                 "TLS" if self.tls else "no TLS (plain TCP)")
-        while self._stop is None:
-            timeout = 1.0
-            if self.pending:
-                timeout = max(0.0, min(timeout, min(p.deadline for p in self.pending.values()) - time.monotonic()))
-            for key, _ in self.sel.select(timeout):
-                if key.data == "wake":
-                    self._handle_signals()
-                elif key.data == "listen":
-                    self._accept()
+        while self.phase is not Phase.DONE:
+            for key, _ in self.sel.select(self._wait_seconds()):
+                if key.data == _WAKE:
+                    self._dispatch_signals()
+                elif self.phase is not Phase.SERVING:
+                    continue  # the stop closed the listener and the doorway under this batch
+                elif key.data == _LISTEN:
+                    self._accept(listener)
                 else:
-                    self._handle_pending(key.data)
-                if self._stop:
-                    break
-            self._expire_pending()
-            self._reap()
-        self._shutdown()
+                    self._act(self.doorway.ready(key.data))
+            self._tick(time.monotonic())
+        self._close()
+        log.info("stopped")
         return EXIT_OK
 
-    def _handle_signals(self) -> None:
-        try:
-            data = os.read(self._wake_r, 512)
-        except BlockingIOError:
+    def _bind_listener(self) -> socket.socket:
+        self.bind()
+        assert self.listener is not None
+        return self.listener
+
+    def _wait_seconds(self) -> float:
+        now = time.monotonic()
+        if self.phase is Phase.SERVING:
+            due = self.doorway.next_deadline()
+        else:
+            due = self.deadline
+        return LOOP_SECONDS if due is None else max(0.0, min(LOOP_SECONDS, due - now))
+
+    def _tick(self, now: float) -> None:
+        """What time alone decides: handshake deadlines, stop deadlines."""
+        if self.phase is Phase.SERVING:
+            self.doorway.expire(now)
             return
-        for signum in data:
-            if signum == signal.SIGTERM:
-                log.info("SIGTERM received: stopping")
-                self._stop = "graceful"
-            elif signum == signal.SIGINT:
-                log.info("SIGINT received: stopping fast")
-                self._stop = "fast"
-            elif signum == signal.SIGHUP:
-                log.info("SIGHUP received: ignored (nothing to reload)")
+        self._reap()  # also covers a SIGCHLD whose byte the full pipe could not take
+        if not self.children:
+            self.phase = Phase.DONE
+        elif now >= self.deadline and self.phase is Phase.STOPPING:
+            self._kill_all(f"did not stop in {self._stop_seconds:g} s", "stop deadline passed")
+        elif now >= self.deadline and self.phase is Phase.KILLING:
+            for pid, peer in self.children.items():
+                log.error("child %d (client %s) still not reaped %g s after SIGKILL; leaving it",
+                          pid, peer, KILL_REAP_SECONDS)
+            self.phase = Phase.DONE
+
+    # ------------------------------------------------------------------ signals
+
+    def _dispatch_signals(self) -> None:
+        for signum in self._read_signals():
+            handler = self._handlers.get(signum)
+            if handler is not None:
+                handler()
+
+    def _read_signals(self) -> bytes:
+        got = b""
+        for _ in range(16):  # the pipe holds at most what its buffer took; read it all, boundedly
+            try:
+                data = os.read(self._wake_r, 512)
+            except (BlockingIOError, InterruptedError):
+                break
+            got += data
+            if len(data) < 512:
+                break
+        return got
+
+    def handle_term(self) -> None:
+        """SIGTERM: graceful stop (ignored while already stopping)."""
+        if self.phase is Phase.SERVING:
+            log.info("SIGTERM received: stopping (children have %g s to end their sessions)", GRACEFUL_SECONDS)
+            self._begin_stop(StopKind.GRACEFUL)
+        else:
+            log.info("SIGTERM received: already stopping (SIGINT stops at once)")
+
+    def handle_int(self) -> None:
+        """SIGINT (Ctrl-C): fast stop; a second one, or one during a graceful stop, kills at once."""
+        if self.phase is Phase.SERVING:
+            log.info("SIGINT received: stopping fast (children have %g s; SIGINT again ends them at once)",
+                     FAST_SECONDS)
+            self._begin_stop(StopKind.FAST)
+        elif self.phase is Phase.STOPPING:
+            log.warning("SIGINT received while stopping: ending %d children at once", len(self.children))
+            self._kill_all("ended at once by a second SIGINT", "stop escalated")
+        else:
+            log.info("SIGINT received: already killing the last children")
+
+    def handle_chld(self) -> None:
+        """SIGCHLD: reap every child that ended."""
         self._reap()
 
+    def handle_hup(self) -> None:
+        """SIGHUP: nothing to reload."""
+        log.info("SIGHUP received: ignored (nothing to reload)")
+
+    # ------------------------------------------------------------------ children
+
+    def _client_count(self) -> int:
+        if len(self.children) >= self.config.max_clients:
+            self._reap()  # a client that just left frees its place before its SIGCHLD is read
+        return len(self.children)
+
     def _reap(self) -> None:
-        while self.children:
+        for _ in range(len(self.children)):
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
@@ -182,17 +337,24 @@ class ParentServer:
                 return
             if pid == 0:
                 return
-            peer = self.children.pop(pid, "?")
-            code = os.waitstatus_to_exitcode(status)
-            level = logging.INFO if code == 0 else logging.WARNING
-            log.log(level, "child %d (client %s) %s", pid, peer, describe_status(status))
+            self._log_end(pid, status)
 
-    # ------------------------------------------------------------------ connections
+    def _log_end(self, pid: int, status: int) -> None:
+        peer = self.children.pop(pid, "?")
+        how = describe_status(status, self._sigkilled.pop(pid, None))
+        level = logging.INFO if status == 0 else logging.WARNING
+        log.log(level, "child %d (client %s) %s", pid, peer, how)
 
-    def _accept(self) -> None:
-        for _ in range(64):
+    def _act(self, verdict: Verdict) -> None:
+        if isinstance(verdict, Admit):
+            self._fork(verdict.pending)
+        elif isinstance(verdict, StopAsked):
+            self._begin_stop(StopKind.GRACEFUL)
+
+    def _accept(self, listener: socket.socket) -> None:
+        for _ in range(ACCEPT_BATCH):
             try:
-                sock, peer = self.listener.accept()
+                sock, peer = listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # EMFILE and friends: log, keep serving the others
@@ -200,216 +362,15 @@ class ParentServer:
                 if exc.errno in (errno.EMFILE, errno.ENFILE):
                     time.sleep(0.01)
                 return
-            self._greet(sock, peer)
+            self.doorway.enter(sock, peer)
 
-    def _greet(self, sock: socket.socket, peer) -> None:
-        try:
-            sock.setblocking(False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:  # reset between accept and here
-            sock.close()
-            return
-        if not access.is_allowed(peer, self.config.allow):
-            log.warning("refused connection from %s: not in the allowed networks", _peer_text(peer))
-            self._refuse(sock, Connection("server"), MessageType.FORBIDDEN, "your address is not allowed")
-            return
-        if len(self.pending) >= MAX_PENDING:
-            # Drop the oldest handshake, not the newcomer: half-open connections
-            # (slowloris) then cannot lock real clients out, they only age out faster.
-            oldest = min(self.pending.values(), key=lambda q: q.deadline)
-            log.warning("too many handshakes in progress (%d): dropping the oldest, from %s",
-                        len(self.pending), _peer_text(oldest.peer))
-            self._drop_pending(oldest)
-            oldest.sock.close()
-        if self.tls is not None:
-            try:
-                sock = access.TLSStream(self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False))
-            except OSError as exc:
-                log.info("connection from %s failed before the TLS handshake: %s", _peer_text(peer), exc)
-                sock.close()
-                return
-        p = _Pending(sock, peer, time.monotonic() + self.config.handshake_timeout, handshaking="new" if self.tls is not None else False)
-        self.pending[sock] = p
-        self.sel.register(sock, selectors.EVENT_READ, p)
-        log.debug("connection from %s", _peer_text(peer))
-
-    def _drop_pending(self, p: _Pending) -> None:
-        self.pending.pop(p.sock, None)
-        try:
-            self.sel.unregister(p.sock)
-        except (KeyError, ValueError):
-            pass
-
-    def _close(self, sock) -> None:
-        try:
-            sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-        sock.close()
-
-    def _refuse(self, sock, conn: Connection, mtype: MessageType, text: str) -> None:
-        try:
-            sock.send(b"".join(conn.send(Error(mtype.value, text))))
-        except (OSError, ProtocolError):
-            pass
-        self._close(sock)
-
-    def _expire_pending(self) -> None:
-        now = time.monotonic()
-        for p in [p for p in self.pending.values() if p.deadline <= now]:
-            log.warning("client %s did not complete the handshake in %.1f s; closing",
-                        _peer_text(p.peer), self.config.handshake_timeout)
-            self._drop_pending(p)
-            self._refuse(p.sock, p.conn, MessageType.PROTOCOL_ERROR, "handshake timeout")
-
-    def _tls_handshake(self, p: _Pending) -> bool:
-        """Advance the TLS handshake without blocking. True once it is done."""
-        import ssl
-
-        if p.handshaking == "new":
-            try:
-                first = p.sock.recv(1, socket.MSG_PEEK)
-            except (BlockingIOError, InterruptedError):
-                return False
-            except OSError:
-                first = b""
-            if not first:  # connected and left (a port probe): nothing to report
-                self._drop_pending(p)
-                p.sock.close()
-                return False
-            if first[0] != TLS_HANDSHAKE_RECORD:
-                self._not_tls(p)
-                return False
-            p.handshaking = "tls"
-        try:
-            p.sock.do_handshake()
-        except ssl.SSLWantReadError:
-            self.sel.modify(p.sock, selectors.EVENT_READ, p)
-            return False
-        except ssl.SSLWantWriteError:
-            self.sel.modify(p.sock, selectors.EVENT_WRITE, p)
-            return False
-        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError: not TLS, bad version, unknown CA...
-            log.warning("TLS handshake with %s failed: %s", _peer_text(p.peer), exc)
-            self._drop_pending(p)
-            p.sock.close()
-            return False
-        p.handshaking = False
-        self.sel.modify(p.sock, selectors.EVENT_READ, p)
-        log.debug("TLS with %s: %s %s", _peer_text(p.peer), p.sock.version(), (p.sock.cipher() or ("?",))[0])
-        return True
-
-    def _not_tls(self, p: _Pending) -> None:
-        """A plain DDS client (or anything else) talking to a TLS server: say so in plain text."""
-        log.warning("client %s did not start a TLS handshake (this server speaks TLS only); closing",
-                    _peer_text(p.peer))
-        self._drop_pending(p)
-        try:
-            p.sock.send_plain(b"".join(Connection("server").send(
-                Error(MessageType.PROTOCOL_ERROR.value, "this server speaks TLS only; connect with TLS"))))
-        except OSError:
-            pass
-        p.sock.close()
-
-    def _handle_pending(self, p: _Pending) -> None:
-        if p.handshaking and not self._tls_handshake(p):
-            return
-        try:
-            data = p.sock.recv(65536)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
-            log.info("connection from %s failed during handshake: %s", _peer_text(p.peer), exc)
-            self._drop_pending(p)
-            p.sock.close()
-            return
-        if not data:
-            self._drop_pending(p)
-            p.sock.close()
-            return
-        try:
-            p.conn.receive_data(data)
-            while True:
-                msg = p.conn.next_message()
-                if msg is None:
-                    return
-                if isinstance(msg, Hello):
-                    if self._on_hello(p, msg):
-                        return
-                elif isinstance(msg, Stop) and p.admin:
-                    self._on_stop(p)
-                    return
-                else:
-                    raise ProtocolError(f"unexpected {msg.TYPE!r} before the session started")
-        except ProtocolError as exc:
-            log.warning("protocol error from %s: %s", _peer_text(p.peer), exc)
-            self._drop_pending(p)
-            self._refuse(p.sock, Connection("server"), MessageType.PROTOCOL_ERROR, str(exc))
-        except Exception:  # never let one connection take the parent down
-            log.exception("unexpected error handling %s", _peer_text(p.peer))
-            self._drop_pending(p)
-            p.sock.close()
-
-    def _on_hello(self, p: _Pending, hello: Hello) -> bool:
-        """Answer a hello. True when the connection left the parent's hands."""
-        peer = _peer_text(p.peer)
-        if hello.protocol != PROTOCOL_VERSION:
-            log.warning("client %s speaks protocol %s; this server speaks %d", peer, hello.protocol, PROTOCOL_VERSION)
-            self._drop_pending(p)
-            self._refuse(p.sock, p.conn, MessageType.PROTOCOL_ERROR,
-                         f"protocol version {hello.protocol} not supported; this server speaks {PROTOCOL_VERSION}")
-            return True
-        if self.config.token and not access.token_matches(hello.token, self.config.token):
-            log.warning("client %s gave a wrong token", peer)
-            self._drop_pending(p)
-            self._refuse(p.sock, p.conn, MessageType.FORBIDDEN, "wrong or missing token")
-            return True
-        if hello.role == "admin":
-            p.admin = True
-            self._send(p, Welcome(PROTOCOL_VERSION, self.identity, os.getpid()))
-            return False
-        if len(self.children) >= self.config.max_clients:
-            log.warning("client %s refused: server busy (%d clients)", peer, len(self.children))
-            self._drop_pending(p)
-            self._refuse(p.sock, p.conn, MessageType.SERVER_BUSY,
-                         f"server has its maximum of {self.config.max_clients} clients; try again later")
-            return True
-        self._drop_pending(p)
-        self._fork(p)
-        return True
-
-    def _send(self, p: _Pending, msg) -> None:
-        p.sock.setblocking(True)
-        p.sock.settimeout(1.0)
-        try:
-            p.sock.sendall(b"".join(p.conn.send(msg)))
-        finally:
-            p.sock.setblocking(False)
-
-    def _on_stop(self, p: _Pending) -> None:
-        peer = _peer_text(p.peer)
-        self._drop_pending(p)
-        # Only loopback may stop the server, or a peer that proved the admin token
-        # (with a token configured, every hello that got this far carried it).
-        if access.is_loopback(p.peer) or self.config.token:
-            log.info("shutdown requested by %s%s", peer, "" if access.is_loopback(p.peer) else " (admin token)")
-            try:
-                self._send(p, Ok({"server": self.identity}))
-            except OSError:
-                pass
-            self._close(p.sock)
-            self._stop = "graceful"
-        else:
-            log.warning("shutdown request from %s refused: not a loopback peer and no admin token configured", peer)
-            self._refuse(p.sock, p.conn, MessageType.FORBIDDEN, "shutdown is only allowed from the server's own host")
-
-    def _fork(self, p: _Pending) -> None:
-        peer = _peer_text(p.peer)
+    def _fork(self, p: Pending) -> None:
+        peer = peer_text(p.peer)
         try:
             pid = os.fork()
         except OSError as exc:
             log.error("cannot fork for %s: %s", peer, exc)
-            self._refuse(p.sock, p.conn, MessageType.SERVER_ERROR, "server cannot start a session now")
+            self.doorway.refuse(p, MessageType.SERVER_ERROR, "server cannot start a session now")
             return
         if pid == 0:  # child: never returns to the accept loop
             code = EXIT_CHILD_CRASH
@@ -436,50 +397,55 @@ class ParentServer:
             signal.signal(sig, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
         self.sel.close()
-        self.listener.close()
-        for s in self.pending:
-            s.close()
-        self.pending.clear()
+        if self.listener is not None:
+            self.listener.close()
+        self.doorway.forget_all()
         os.close(self._wake_r)
         os.close(self._wake_w)
         self.children.clear()
 
     # ------------------------------------------------------------------ stop
 
-    def _shutdown(self) -> None:
-        fast = self._stop == "fast"
-        try:
-            self.sel.unregister(self.listener)
-        except (KeyError, ValueError):
-            pass
-        self.listener.close()
-        for p in list(self.pending.values()):
-            self._drop_pending(p)
-            self._refuse(p.sock, p.conn, MessageType.SHUTDOWN, "server is shutting down")
+    @property
+    def _stop_seconds(self) -> float:
+        return self._stop_kind.value if self._stop_kind is not None else 0.0
+
+    def _begin_stop(self, kind: StopKind) -> None:
+        """Stop taking clients and ask every child to end its session (each tells its client SHUTDOWN)."""
+        if self.phase is not Phase.SERVING:
+            return
+        self.phase = Phase.STOPPING
+        self._stop_kind = kind
+        self.deadline = time.monotonic() + kind.value
+        if self.listener is not None:
+            try:
+                self.sel.unregister(self.listener)
+            except (KeyError, ValueError):
+                pass
+            self.listener.close()
+        self.doorway.refuse_all(MessageType.SHUTDOWN, "server is shutting down")
         for pid in list(self.children):
             _kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + (FAST_SECONDS if fast else GRACEFUL_SECONDS)
-        while self.children and time.monotonic() < deadline:
-            self._reap()
-            if self.children:
-                self.sel.select(0.02)
-                try:
-                    os.read(self._wake_r, 512)
-                except BlockingIOError:
-                    pass
-        for pid in list(self.children):
-            log.warning("child %d did not stop in time; killing it", pid)
+
+    def _kill_all(self, why: str, cause: str) -> None:
+        """SIGKILL every child left; the loop reaps them until ``KILL_REAP_SECONDS`` have passed."""
+        for pid, peer in self.children.items():
+            log.warning("child %d (client %s) %s; killing it", pid, peer, why)
+            self._sigkilled[pid] = cause
             _kill(pid, signal.SIGKILL)
-        for pid in list(self.children):
-            try:
-                _, status = os.waitpid(pid, 0)
-                log.info("child %d (client %s) %s", pid, self.children.pop(pid), describe_status(status))
-            except ChildProcessError:
-                self.children.pop(pid, None)
-        log.info("stopped")
+        self.phase = Phase.KILLING
+        self.deadline = time.monotonic() + KILL_REAP_SECONDS
+
+    def _close(self) -> None:
+        signal.set_wakeup_fd(-1)
+        self.sel.close()
+        for fd in (self._wake_r, self._wake_w):
+            if fd >= 0:
+                os.close(fd)
+        self._wake_r = self._wake_w = -1
 
 
-def _record_only(signum, frame):  # the wakeup fd carries the signal number to the loop
+def _record_only(signum, frame):  # the wakeup fd already carries the signal number to the loop
     pass
 
 
