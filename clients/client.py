@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 import socket
+from typing import TypeVar
 
 import awkward as ak
 import numpy as np
 
-from dispatcher.columnar import decode_parts
+from dispatcher.columnar import Part, decode_parts
+from dispatcher.layouts import Layout, OrderLayout, SetsLayout, SyncBatchLayout, from_info
 from dispatcher.protocol import (
     PROTOCOL_VERSION,
     Connection,
@@ -17,6 +20,8 @@ from dispatcher.protocol import (
     GoToFile,
     GoToNextFile,
     Hello,
+    InvalidMessage,
+    Message,
     MessageType,
     Next,
     NextBatch,
@@ -27,6 +32,7 @@ from dispatcher.protocol import (
     Welcome,
 )
 from dispatcher.subscription import Subscription, SubscriptionError
+from dispatcher.tlsstream import TLSStream, client_tls_context
 from dispatcher.transport import recv_message, send_message
 
 from .errors import DDSConnectionError, DDSError, DDSTimeout
@@ -34,6 +40,10 @@ from .records import RecordBatch, RecordSet
 
 #: extra seconds the client waits beyond a request's own timeout (transfer time)
 REPLY_MARGIN = 30.0
+#: error replies after which the server has closed the session
+_SESSION_ENDING = (MessageType.SHUTDOWN, MessageType.PROTOCOL_ERROR, MessageType.SERVER_BUSY, MessageType.FORBIDDEN)
+
+M = TypeVar("M", bound=Message)
 
 
 class DDSClient:
@@ -68,23 +78,23 @@ class DDSClient:
         self.server = ""
         # next() asks for up to this many sets that are ready now and hands them out one by one
         self.prefetch = max(1, int(prefetch))
-        self._ahead = collections.deque()  # RecordSets received but not yet returned
-        self._used: dict = {}  # records of each stream returned from the last prefetched reply
-        self._sub = None
+        self._ahead: collections.deque[RecordSet] = collections.deque()  # received but not yet returned
+        self._used: dict[str, int] = {}  # records of each stream returned from the last prefetched reply
+        self._sub: Subscription | None = None
         self._conn = Connection("client")
-        self._sock = None
+        self._sock: socket.socket | TLSStream | None = None
         try:
-            sock = socket.create_connection((host, self.port), timeout=connect_timeout)
+            plain = socket.create_connection((host, self.port), timeout=connect_timeout)
         except OSError as exc:
-            raise DDSConnectionError(f"cannot connect to ddsparentserver at {host}:{port}: {exc.strerror or exc}") from None
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            why = exc.strerror or exc
+            raise DDSConnectionError(f"cannot connect to ddsparentserver at {host}:{port}: {why}") from None
+        plain.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock: socket.socket | TLSStream = plain
         if tls or cafile:
-            from dispatcher.access import TLSStream, client_tls_context
-
             try:
-                sock = TLSStream(client_tls_context(cafile).wrap_socket(sock, server_hostname=host))
+                sock = TLSStream(client_tls_context(cafile).wrap_socket(plain, server_hostname=host))
             except OSError as exc:  # ssl.SSLError: no TLS there, unknown CA, wrong host name...
-                sock.close()
+                plain.close()
                 raise DDSConnectionError(f"TLS with ddsparentserver at {host}:{port} failed: {exc}") from None
         self._sock = sock
         try:
@@ -148,7 +158,7 @@ class DDSClient:
             raise DDSConnectionError(f"connection to {self.address} lost: {exc}") from None
         if isinstance(reply, Error):
             mtype = reply.message_type
-            if mtype in (MessageType.SHUTDOWN, MessageType.PROTOCOL_ERROR, MessageType.SERVER_BUSY, MessageType.FORBIDDEN):
+            if mtype in _SESSION_ENDING:
                 self._drop()
             text = reply.message or mtype.as_string()
             if mtype is MessageType.TIMEOUT:
@@ -185,16 +195,17 @@ class DDSClient:
 
         Raises:
             DDSTimeout: nothing within ``timeout``; the session stays usable.
+            DDSError: ``BAD_SUBSCRIPTION`` for a timeout or ``advance_by`` out of range, before anything is sent.
         """
-        advance_by = int(advance_by)
-        if advance_by < 1:
-            raise DDSError(f"advance_by must be at least 1, not {advance_by}", MessageType.BAD_SUBSCRIPTION)
+        prefetch = self.prefetch if self._sub is not None and self._sub.keep_up.value != "record" else 1
+        request = _request(Next, float(timeout), int(advance_by), prefetch)
+        advance_by = request.advance_by
         if len(self._ahead) < advance_by:
-            advance_by -= len(self._ahead)  # those are skipped: the server's position is past them
+            # the sets held are skipped: the server's position is past them
+            request = dataclasses.replace(request, advance_by=advance_by - len(self._ahead))
             self._ahead.clear()
-            prefetch = self.prefetch if self._sub is not None and self._sub.keep_up.value != "record" else 1
-            reply = self._call(Next(float(timeout), advance_by, prefetch), float(timeout) + REPLY_MARGIN)
-            self._ahead.extend(_record_sets(self._data(reply)))
+            reply = self._call(request, request.timeout + REPLY_MARGIN)
+            self._ahead.extend(_record_sets(*self._data(reply)))
             self._used = {}
             advance_by = 1  # the server skipped the others
         for _ in range(advance_by):
@@ -213,9 +224,10 @@ class DDSClient:
 
     def next_batch(self, max_records: int = 1000, timeout: float = 120.0) -> RecordBatch:
         """Up to ``max_records`` passing records of one stream from one file, as soon as one is there."""
+        request = _request(NextBatch, int(max_records), float(timeout))
         self._give_back()
-        reply = self._call(NextBatch(int(max_records), float(timeout)), float(timeout) + REPLY_MARGIN)
-        return _record_batch(self._data(reply))
+        reply = self._call(request, request.timeout + REPLY_MARGIN)
+        return _record_batch(*self._data(reply))
 
     def go_to_file(self, name: str) -> str:
         """Continue at entry 0 of data file ``name``. Raises DDSError(NO_FILE) for unknown or outside names."""
@@ -225,59 +237,70 @@ class DDSClient:
 
     def go_to_next_file(self, timeout: float = 120.0) -> str:
         """Continue at entry 0 of the file after the current one, waiting for it to appear."""
-        reply = self._call(GoToNextFile(float(timeout)), float(timeout) + REPLY_MARGIN)
+        request = _request(GoToNextFile, float(timeout))
+        reply = self._call(request, request.timeout + REPLY_MARGIN)
         self._ahead.clear()
         return reply.info.get("file", "")
 
-    def _data(self, reply) -> tuple:
+    def _data(self, reply: Message) -> tuple[list[Part], Layout | None]:
+        """The parts of a data reply and its layout, checked; a malformed one ends the session."""
         if not isinstance(reply, Data):
             raise DDSError(f"expected record data from {self.address}, got {reply.TYPE!r}", MessageType.PROTOCOL_ERROR)
         try:
-            return reply.header, decode_parts(reply)
+            parts = decode_parts(reply)
+            return parts, from_info(reply.header.get("info"), len(parts))
         except ProtocolError as exc:
             self._drop()
             raise DDSError(str(exc), MessageType.PROTOCOL_ERROR) from None
 
 
-def _record_sets(data) -> list[RecordSet]:
-    header, parts = data
-    info = header.get("info") or {}
-    if "order" in info:  # single-record sets sent ahead: set i is the next row of part order[i]
+def _request(cls: type[M], *args: object) -> M:
+    """Build a request; a value out of range fails here, before anything is sent."""
+    try:
+        return cls(*args)
+    except InvalidMessage as exc:
+        raise DDSError(str(exc), MessageType.BAD_SUBSCRIPTION) from None
+
+
+def _record_sets(parts: list[Part], layout: Layout | None) -> list[RecordSet]:
+    if isinstance(layout, OrderLayout):  # single-record sets sent ahead: set i is the next row of part order[i]
         rows = [p.arrays.to_list() for p in parts]
         used = [0] * len(parts)
         out = []
-        for i in info["order"]:
+        for i in layout.order:
             p, r = parts[i], used[i]
             used[i] += 1
             out.append(RecordSet(p.file, {p.stream: rows[i][r]}, {p.stream: int(p.entries[r])}))
         return out
+    if not isinstance(layout, SetsLayout):
+        raise DDSError(f"record sets without a set layout: {type(layout).__name__}", MessageType.PROTOCOL_ERROR)
     out = []
-    for s in info["sets"]:
+    for s in layout.sets:
         records, entries = {}, {}
-        for part_index, row in s["members"]:
+        for part_index, row in s.members:
             p = parts[part_index]
             records[p.stream] = p.arrays[row].to_list()
             entries[p.stream] = int(p.entries[row])
-        out.append(RecordSet(s["file"], records, entries, s.get("missing", ())))
+        out.append(RecordSet(s.file, records, entries, s.missing))
     return out
 
 
-def _record_batch(data) -> RecordBatch:
-    header, parts = data
-    batch = (header.get("info") or {}).get("batch")
-    if batch is None:
+def _record_batch(parts: list[Part], layout: Layout | None) -> RecordBatch:
+    if layout is None:
         p = parts[0]
         return RecordBatch(p.stream, p.file, p.entries, p.arrays)
+    if not isinstance(layout, SyncBatchLayout):
+        raise DDSError(f"a batch with a set layout: {type(layout).__name__}", MessageType.PROTOCOL_ERROR)
     # synced sets: one field per stream, None where the stream is missing from a set
-    n = batch["length"]
+    n = layout.length
     fields, entries = {}, {}
     file = parts[0].file if parts else ""
     for p in parts:
         index = np.full(n, -1, dtype=np.int64)
-        rows = np.asarray(batch["positions"][p.stream], dtype=np.int64)
+        rows = np.asarray(layout.positions[p.stream], dtype=np.int64)
         index[rows] = np.arange(len(rows))
-        layout = ak.contents.IndexedOptionArray(ak.index.Index64(index), p.arrays.layout)
-        fields[p.stream] = ak.Array(layout)
+        content = ak.contents.IndexedOptionArray(ak.index.Index64(index), p.arrays.layout)
+        fields[p.stream] = ak.Array(content)
         ent = np.full(n, -1, dtype=np.int64)
         ent[rows] = p.entries
         entries[p.stream] = ent

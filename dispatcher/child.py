@@ -12,22 +12,26 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import math
 import os
 import selectors
 import signal
 import socket
 import time
+from collections.abc import Callable
+from typing import Any
 
 from . import logsetup
 from .catalog import Catalog
-from .columnar import encode_parts
+from .columnar import Part, encode_parts
+from .layouts import Layout, from_info
 from .protocol import (
     PROTOCOL_VERSION,
     Connection,
     Error,
     GoToFile,
     GoToNextFile,
+    InvalidRequest,
+    Message,
     MessageType,
     Next,
     NextBatch,
@@ -45,8 +49,6 @@ from .transport import send_chunks
 log = logging.getLogger("dds.child")
 
 EXIT_OK = 0
-MAX_TIMEOUT = 7 * 24 * 3600.0
-MAX_BATCH = 1_000_000
 PR_SET_PDEATHSIG = 1
 
 
@@ -71,12 +73,6 @@ def _keepalive(sock: socket.socket) -> None:
     for opt, value in (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 6)):
         if hasattr(socket, opt):
             sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, opt), value)
-
-
-def _seconds(value: float, what: str) -> float:
-    if not math.isfinite(value) or value < 0 or value > MAX_TIMEOUT:
-        raise SessionError(MessageType.BAD_SUBSCRIPTION, f"{what} must be between 0 and {MAX_TIMEOUT:g} seconds")
-    return float(value)
 
 
 class Watch:
@@ -158,45 +154,84 @@ class Watch:
             self._check()
 
 
-def handle(session: Session, msg):
-    """The reply to one request."""
+def _typed(layout: Layout | dict | None, parts: list[Part]) -> Layout | None:
+    """Temporary, until the session returns layout objects: wrap a dict layout it returned.
+
+    ``{"sets"}`` and ``{"order"}`` come from ``next``; ``{"length", "positions"}`` from ``next_batch``.
+    """
+    if not isinstance(layout, dict):
+        return layout
+    return from_info({"batch": layout} if "positions" in layout else layout, len(parts))
+
+
+def _subscribe(session: Session, msg: Subscribe) -> Message:
     try:
-        if isinstance(msg, Subscribe):
-            try:
-                sub = from_dict(msg.subscription)
-            except SubscriptionError as exc:
-                return Error(MessageType.BAD_SUBSCRIPTION.value, str(exc))
-            return Ok(session.subscribe(sub))
-        if isinstance(msg, Next):
-            if msg.advance_by < 1 or msg.advance_by > 1_000_000_000:
-                raise SessionError(MessageType.BAD_SUBSCRIPTION, "advance_by must be at least 1")
-            if not 1 <= msg.prefetch <= MAX_BATCH:
-                raise SessionError(MessageType.BAD_SUBSCRIPTION, f"prefetch must be between 1 and {MAX_BATCH}")
-            parts, layout = session.next(_seconds(msg.timeout, "timeout"), msg.advance_by, msg.prefetch)
-            return encode_parts(parts, info=layout)
-        if isinstance(msg, Rewind):
-            return Ok(session.rewind(msg.file, msg.consumed))
-        if isinstance(msg, NextBatch):
-            if not 1 <= msg.max_records <= MAX_BATCH:
-                raise SessionError(MessageType.BAD_SUBSCRIPTION, f"max_records must be between 1 and {MAX_BATCH}")
-            parts, batch = session.next_batch(msg.max_records, _seconds(msg.timeout, "timeout"))
-            return encode_parts(parts, info={"batch": batch} if batch else None)
-        if isinstance(msg, GoToFile):
-            return Ok(session.go_to_file(msg.name))
-        if isinstance(msg, GoToNextFile):
-            return Ok(session.go_to_next_file(_seconds(msg.timeout, "timeout")))
-        if isinstance(msg, Stop):
-            return Error(MessageType.FORBIDDEN.value, "stop the server with an admin connection (ddscomm -s)")
-        return Error(MessageType.PROTOCOL_ERROR.value, f"unexpected {msg.TYPE!r}")
+        sub = from_dict(msg.subscription)
+    except SubscriptionError as exc:
+        return Error(MessageType.BAD_SUBSCRIPTION, str(exc))
+    return Ok(session.subscribe(sub))
+
+
+def _next(session: Session, msg: Next) -> Message:
+    parts, layout = session.next(msg.timeout, msg.advance_by, msg.prefetch)
+    return encode_parts(parts, _typed(layout, parts))
+
+
+def _rewind(session: Session, msg: Rewind) -> Message:
+    return Ok(session.rewind(msg.file, msg.consumed))
+
+
+def _next_batch(session: Session, msg: NextBatch) -> Message:
+    parts, layout = session.next_batch(msg.max_records, msg.timeout)
+    return encode_parts(parts, _typed(layout, parts))
+
+
+def _go_to_file(session: Session, msg: GoToFile) -> Message:
+    return Ok(session.go_to_file(msg.name))
+
+
+def _go_to_next_file(session: Session, msg: GoToNextFile) -> Message:
+    return Ok(session.go_to_next_file(msg.timeout))
+
+
+def _stop(session: Session, msg: Stop) -> Message:
+    return Error(MessageType.FORBIDDEN, "stop the server with an admin connection (ddscomm -s)")
+
+
+def _invalid(session: Session, msg: InvalidRequest) -> Message:
+    # a value out of range costs one answer, like any other refused request
+    return Error(MessageType.BAD_SUBSCRIPTION, msg.reason)
+
+
+#: the reply to each request, by its type (the messages were checked when they arrived)
+HANDLERS: dict[type[Message], Callable[[Session, Any], Message]] = {
+    Subscribe: _subscribe,
+    Next: _next,
+    Rewind: _rewind,
+    NextBatch: _next_batch,
+    GoToFile: _go_to_file,
+    GoToNextFile: _go_to_next_file,
+    Stop: _stop,
+    InvalidRequest: _invalid,
+}
+
+
+def handle(session: Session, msg: Message) -> Message:
+    """The reply to one request."""
+    handler = HANDLERS.get(type(msg))
+    if handler is None:
+        return Error(MessageType.PROTOCOL_ERROR, f"unexpected {msg.TYPE!r}")
+    try:
+        return handler(session, msg)
     except SessionError as exc:
-        return Error(exc.message_type.value, str(exc))
+        return Error(exc.message_type, str(exc))
 
 
 def _last_word(sock: socket.socket, code: MessageType, text: str) -> None:
     """A final error frame before closing, whatever state the conversation is in; best effort."""
     try:
         sock.settimeout(1.0)
-        send_chunks(sock, Connection("server").send(Error(code.value, text)))
+        send_chunks(sock, Connection("server").send(Error(code, text)))
     except OSError:
         pass
 
@@ -234,7 +269,7 @@ def run_child(sock: socket.socket, conn: Connection, peer, config, identity: str
                 raise
             except Exception as exc:  # a bug must cost one answer, not the session
                 log.exception("error serving %s", msg.TYPE)
-                answer = Error(MessageType.SERVER_ERROR.value, f"{type(exc).__name__}: {exc}")
+                answer = Error(MessageType.SERVER_ERROR, f"{type(exc).__name__}: {exc}")
             reply(answer)
     except SessionAbort as exc:
         why = str(exc)
@@ -250,7 +285,7 @@ def run_child(sock: socket.socket, conn: Connection, peer, config, identity: str
     except ProtocolError as exc:
         log.warning("protocol error: %s", exc)
         _last_word(sock, MessageType.PROTOCOL_ERROR, str(exc))
-    except socket.timeout:
+    except TimeoutError:  # socket.timeout
         log.warning("client stopped reading for %.0f s: dropped", config.stall_timeout)
     except (ConnectionError, OSError) as exc:
         log.info("client connection lost: %s", exc)

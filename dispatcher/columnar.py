@@ -2,7 +2,7 @@
 
 A *part* is one stream's records from one file: the awkward form (JSON), the
 length, the entry numbers (int64) and the packed column buffers. A data message
-holds parts and, for record sets, which (part, row) pairs make up each set.
+holds parts and a reply layout (``layouts``) saying how they make record sets.
 ``ak.to_buffers``/``ak.from_buffers`` do the work; buffers travel without a copy
 on the way out and are viewed in place (``numpy.frombuffer``) on the way in.
 """
@@ -10,10 +10,12 @@ on the way out and are viewed in place (``numpy.frombuffer``) on the way in.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import awkward as ak
 import numpy as np
 
+from .layouts import Layout
 from .protocol import Data, RemoteProtocolError
 
 
@@ -36,9 +38,16 @@ def _packed(arrays: ak.Array) -> ak.Array:
     return ak.to_packed(arrays)
 
 
-def encode_parts(parts: list[Part], info: dict | None = None) -> Data:
-    """Build a :class:`Data` message; ``info`` says how parts make record sets (see docs/PROTOCOL.md)."""
-    descs, chunks = [], []
+def encode_parts(parts: list[Part], layout: Layout | None = None) -> Data:
+    """Build a :class:`Data` message.
+
+    Args:
+        parts (list of Part): the record data, in body order.
+        layout (Layout or None): how the parts make record sets, sent as the header's ``info``;
+            None for a plain batch of one part (see docs/PROTOCOL.md).
+    """
+    descs: list[dict[str, Any]] = []
+    chunks: list[memoryview] = []
     for p in parts:
         form, length, container = ak.to_buffers(_packed(p.arrays))
         entries = np.ascontiguousarray(p.entries, dtype=np.int64)
@@ -55,10 +64,10 @@ def encode_parts(parts: list[Part], info: dict | None = None) -> Data:
             }
         )
         chunks.append(entries.data.cast("B"))
-        chunks.extend(memoryview(b).cast("B") for b in bufs)
-    header = {"parts": descs}
-    if info:
-        header["info"] = info
+        chunks.extend(b.data.cast("B") for b in bufs)
+    header: dict[str, Any] = {"parts": descs}
+    if layout is not None:
+        header["info"] = layout.to_info()
     return Data(header=header, body=chunks)
 
 

@@ -20,7 +20,7 @@ parses with ``from_info``, which checks every field and raises
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from .protocol import RemoteProtocolError
 
@@ -93,7 +93,7 @@ class SyncBatchLayout:
         return {"batch": {"length": self.length, "positions": self.positions}}
 
 
-Layout = Union[SetsLayout, OrderLayout, SyncBatchLayout]
+Layout = SetsLayout | OrderLayout | SyncBatchLayout
 
 
 def from_info(info: Any, nparts: int) -> Layout | None:

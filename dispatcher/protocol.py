@@ -40,8 +40,11 @@ SERVER_MAX_HEADER = 16 * 1024 * 1024
 SERVER_MAX_BODY = 1024 * 1024 * 1024
 
 
-class MessageType(enum.Enum):
-    """Outcome of a request; every ``DDSError`` carries one."""
+class MessageType(str, enum.Enum):
+    """Outcome of a request; every ``DDSError`` carries one.
+
+    A ``str`` enum: ``MessageType.OK == "OK"``, which is also how it travels.
+    """
 
     OK = "OK"
     TIMEOUT = "TIMEOUT"
@@ -86,6 +89,29 @@ class LocalProtocolError(ProtocolError):
 
 # --------------------------------------------------------------------------- messages
 
+#: longest wait a request may ask for, in seconds (a week)
+MAX_TIMEOUT = 7 * 24 * 3600.0
+#: most records (or record sets) one reply may be asked for
+MAX_BATCH = 1_000_000
+#: most record sets ``next`` may skip at once
+MAX_ADVANCE = 1_000_000_000
+
+
+class InvalidMessage(ValueError):
+    """A message's values are out of range; the message says which field and what is allowed."""
+
+
+def _count(value: int, name: str, hi: int) -> None:
+    if not 1 <= value <= hi:
+        raise InvalidMessage(f"{name} must be between 1 and {hi}, not {_quote(value)}")
+
+
+def _seconds(value: float, name: str) -> float:
+    # a comparison, not math.isfinite: NaN fails it too, and isfinite(10**400) would overflow
+    if not 0 <= value <= MAX_TIMEOUT:
+        raise InvalidMessage(f"{name} must be between 0 and {MAX_TIMEOUT:g} seconds, not {_quote(value)}")
+    return float(value)
+
 
 @dataclass(frozen=True)
 class Message:
@@ -117,10 +143,17 @@ class Subscribe(Message):
 
 @dataclass(frozen=True)
 class Next(Message):
+    """The next record set: wait up to ``timeout`` s, skip ``advance_by - 1`` sets, send up to ``prefetch``."""
+
     TYPE: ClassVar[str] = "next"
     timeout: float
     advance_by: int = 1
     prefetch: int = 1  # send up to this many sets ready now, so the client need not ask for each
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "timeout", _seconds(self.timeout, "timeout"))
+        _count(self.advance_by, "advance_by", MAX_ADVANCE)
+        _count(self.prefetch, "prefetch", MAX_BATCH)
 
 
 @dataclass(frozen=True)
@@ -139,6 +172,10 @@ class NextBatch(Message):
     max_records: int
     timeout: float
 
+    def __post_init__(self) -> None:
+        _count(self.max_records, "max_records", MAX_BATCH)
+        object.__setattr__(self, "timeout", _seconds(self.timeout, "timeout"))
+
 
 @dataclass(frozen=True)
 class GoToFile(Message):
@@ -151,12 +188,33 @@ class GoToNextFile(Message):
     TYPE: ClassVar[str] = "go_to_next_file"
     timeout: float
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "timeout", _seconds(self.timeout, "timeout"))
+
 
 @dataclass(frozen=True)
 class Stop(Message):
     """Admin request: stop the parent server (ddscomm -s)."""
 
     TYPE: ClassVar[str] = "stop"
+
+
+@dataclass(frozen=True)
+class InvalidRequest(Message):
+    """A well-formed request with a value out of range, as the server receives it.
+
+    Never on the wire: :class:`Connection` hands it out in place of the request,
+    so the server can answer ``BAD_SUBSCRIPTION`` and go on (a malformed frame,
+    by contrast, ends the conversation).
+
+    Args:
+        request (str): the type of the request refused (``"next"``...).
+        reason (str): what was out of range, as the request's constructor said.
+    """
+
+    TYPE: ClassVar[str] = "invalid_request"
+    request: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -167,16 +225,23 @@ class Ok(Message):
 
 @dataclass(frozen=True)
 class Error(Message):
+    """An error reply. ``code`` may be given by name; a name this side does not know reads as ``SERVER_ERROR``."""
+
     TYPE: ClassVar[str] = "error"
-    code: str
+    code: MessageType
     message: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.code, MessageType):
+            try:
+                code = MessageType(self.code)
+            except ValueError:
+                code = MessageType.SERVER_ERROR
+            object.__setattr__(self, "code", code)
 
     @property
     def message_type(self) -> MessageType:
-        try:
-            return MessageType(self.code)
-        except ValueError:
-            return MessageType.SERVER_ERROR
+        return self.code
 
 
 @dataclass(frozen=True)
@@ -190,17 +255,25 @@ class Data(Message):
 
 REQUESTS = (Subscribe, Next, Rewind, NextBatch, GoToFile, GoToNextFile, Stop)
 REPLIES = (Welcome, Ok, Error, Data)
-_BY_TYPE = {cls.TYPE: cls for cls in (Hello, *REQUESTS, *REPLIES)}
+_BY_TYPE: dict[str, type[Message]] = {cls.TYPE: cls for cls in (Hello, *REQUESTS, *REPLIES)}
 
-_FIELD_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "dict": (dict,), "Any": (object,)}
+#: JSON types a field of each declared type accepts, and the name an error uses for it
+_FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "int": ((int,), "int"),
+    "float": ((int, float), "float"),
+    "str": ((str,), "str"),
+    "dict": ((dict,), "dict"),
+    "MessageType": ((str,), "str"),
+    "Any": ((object,), "Any"),
+}
 
 
-def _quote(value) -> str:
+def _quote(value: object) -> str:
     """A peer's value in an error message, cut short: errors go to logs and back to the peer."""
     return reprlib.repr(value)
 
 
-def _decode_message(header: dict, body: memoryview) -> Message:
+def _decode_message(header: dict, body: memoryview, role: str) -> Message:
     kind = header.get("type")
     cls = _BY_TYPE.get(kind) if isinstance(kind, str) else None
     if cls is None:
@@ -209,21 +282,31 @@ def _decode_message(header: dict, body: memoryview) -> Message:
         return Data(header=header, body=body)
     if len(body):
         raise RemoteProtocolError(f"message {kind!r} must not carry a body")
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         if f.name not in header:
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise RemoteProtocolError(f"message {kind!r} lacks field {f.name!r}")
             continue
         value = header[f.name]
-        allowed = _FIELD_TYPES[f.type]
+        allowed, wire_name = _FIELD_TYPES[str(f.type)]
         if isinstance(value, bool) or not isinstance(value, allowed):
-            raise RemoteProtocolError(f"field {f.name!r} of message {kind!r} must be {f.type}, got {type(value).__name__}")
+            raise RemoteProtocolError(f"field {f.name!r} of message {kind!r} must be {wire_name}, "
+                                      f"got {type(value).__name__}")
         kwargs[f.name] = value
     unknown = set(header) - {"type"} - {f.name for f in dataclasses.fields(cls)}
     if unknown:
         raise RemoteProtocolError(f"message {kind!r} has unknown fields {_quote(sorted(unknown))}")
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except InvalidMessage as exc:
+        if role == "server" and cls in REQUESTS:
+            return InvalidRequest(cls.TYPE, str(exc))
+        raise RemoteProtocolError(f"message {kind!r}: {exc}") from None
+
+
+def _header_value(value: Any) -> Any:
+    return value.value if isinstance(value, enum.Enum) else value
 
 
 def encode(message: Message) -> list:
@@ -231,8 +314,11 @@ def encode(message: Message) -> list:
     if isinstance(message, Data):
         header = dict(message.header, type=Data.TYPE)
         chunks = message.body if isinstance(message.body, list) else [message.body]
+    elif isinstance(message, InvalidRequest):
+        raise LocalProtocolError(f"an invalid {message.request!r} request is never sent")
     else:
-        header = {"type": message.TYPE, **dataclasses.asdict(message)}
+        header = {"type": message.TYPE}
+        header.update((f.name, _header_value(getattr(message, f.name))) for f in dataclasses.fields(message))
         chunks = []
     head = json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
     body_len = sum(memoryview(c).nbytes for c in chunks)
@@ -288,7 +374,8 @@ class FrameDecoder:
         self._check_prefix()
         view = memoryview(frame)
         try:
-            header = json.loads(bytes(view[PREFIX.size : PREFIX.size + hlen]).decode("utf-8"), parse_constant=_no_constant)
+            text = bytes(view[PREFIX.size : PREFIX.size + hlen]).decode("utf-8")
+            header = json.loads(text, parse_constant=_no_constant)
         except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise RemoteProtocolError(f"frame header is not valid UTF-8 JSON: {exc}") from None
         if not isinstance(header, dict):
@@ -298,11 +385,60 @@ class FrameDecoder:
 
 # --------------------------------------------------------------------------- state machine
 
-AWAIT_HELLO = "AWAIT_HELLO"
-HELLO_SENT = "HELLO_SENT"
-IDLE = "IDLE"
-BUSY = "BUSY"  # a request is outstanding
-CLOSED = "CLOSED"
+
+class State(str, enum.Enum):
+    """Where one side of the conversation is."""
+
+    AWAIT_HELLO = "AWAIT_HELLO"
+    HELLO_SENT = "HELLO_SENT"
+    IDLE = "IDLE"
+    BUSY = "BUSY"  # a request is outstanding
+    CLOSED = "CLOSED"
+
+
+AWAIT_HELLO = State.AWAIT_HELLO
+HELLO_SENT = State.HELLO_SENT
+IDLE = State.IDLE
+BUSY = State.BUSY
+CLOSED = State.CLOSED
+
+SEND = "send"
+RECEIVE = "receive"
+
+
+def _event(message: Message) -> str:
+    """What a message is called in the transitions table: its type, an error also by its code."""
+    if isinstance(message, InvalidRequest):
+        return message.request  # a request all the same: it is answered
+    if isinstance(message, Error):
+        return f"error {message.code.value}"
+    return message.TYPE
+
+
+def _errors(*codes: MessageType) -> list[str]:
+    """The events of an error reply with one of ``codes`` (none given: any code)."""
+    return [f"error {code.value}" for code in codes or MessageType]
+
+
+_REQUEST_EVENTS = [cls.TYPE for cls in REQUESTS]
+_CLOSING = (MessageType.SHUTDOWN, MessageType.PROTOCOL_ERROR)
+
+#: (role, direction, state, event) -> next state; anything not here is a protocol error
+TRANSITIONS: dict[tuple[str, str, State, str], State] = {
+    ("client", SEND, AWAIT_HELLO, "hello"): HELLO_SENT,
+    **{("client", SEND, IDLE, e): BUSY for e in _REQUEST_EVENTS},
+    ("client", RECEIVE, HELLO_SENT, "welcome"): IDLE,
+    **{("client", RECEIVE, HELLO_SENT, e): CLOSED for e in _errors()},  # a refusal
+    **{("client", RECEIVE, BUSY, e): IDLE for e in ["ok", "data", *_errors()]},
+    # the server may announce its shutdown at any time
+    **{("client", RECEIVE, st, e): CLOSED for st in State for e in _errors(MessageType.SHUTDOWN)},
+    ("server", RECEIVE, AWAIT_HELLO, "hello"): BUSY,
+    **{("server", RECEIVE, IDLE, e): BUSY for e in _REQUEST_EVENTS},
+    **{("server", SEND, BUSY, e): IDLE for e in ["welcome", "ok", "data", *_errors()]},
+    **{("server", SEND, AWAIT_HELLO, e): CLOSED for e in _errors()},  # refusing before the hello arrived
+    # a shutdown or a protocol error ends the conversation, whatever state it is in
+    **{("server", SEND, st, e): CLOSED for st in State for e in _errors(*_CLOSING)},
+}
 
 
 class Connection:
@@ -332,53 +468,31 @@ class Connection:
         self._decoder.feed(data)
 
     def next_message(self) -> Message | None:
+        """The next whole message received, or None.
+
+        On the server side, a request with a value out of range comes out as an
+        :class:`InvalidRequest`, to be answered with an error.
+        """
         frame = self._decoder.next_frame()
         if frame is None:
             return None
-        msg = _decode_message(*frame)
-        self._on_receive(msg)
+        msg = _decode_message(*frame, role=self.role)
+        self.state = self._transition(RECEIVE, msg)
         return msg
 
     def send(self, message: Message) -> list:
-        self._on_send(message)
-        return encode(message)
+        """The frame for ``message``; raises LocalProtocolError when the state does not allow it."""
+        nxt = self._transition(SEND, message)
+        frame = encode(message)
+        self.state = nxt
+        return frame
 
-    # Transitions live here, in one place per side.
-    def _on_receive(self, msg: Message) -> None:
-        st = self.state
-        if self.role == "server":
-            if st == AWAIT_HELLO and isinstance(msg, Hello):
-                self.state = BUSY
-            elif st == IDLE and isinstance(msg, REQUESTS):
-                self.state = BUSY
-            else:
-                raise RemoteProtocolError(f"unexpected {msg.TYPE!r} message in state {st}")
-        else:
-            if isinstance(msg, Error) and msg.code == MessageType.SHUTDOWN.value:
-                self.state = CLOSED
-            elif st == HELLO_SENT and isinstance(msg, (Welcome, Error)):
-                self.state = IDLE if isinstance(msg, Welcome) else CLOSED
-            elif st == BUSY and isinstance(msg, (Ok, Error, Data)):
-                self.state = IDLE
-            else:
-                raise RemoteProtocolError(f"unexpected {msg.TYPE!r} message in state {st}")
-
-    def _on_send(self, msg: Message) -> None:
-        st = self.state
-        if self.role == "client":
-            if st == AWAIT_HELLO and isinstance(msg, Hello):
-                self.state = HELLO_SENT
-            elif st == IDLE and isinstance(msg, REQUESTS):
-                self.state = BUSY
-            else:
-                raise LocalProtocolError(f"cannot send {msg.TYPE!r} in state {st}")
-        else:
-            if isinstance(msg, Error) and msg.code in (MessageType.SHUTDOWN.value, MessageType.PROTOCOL_ERROR.value):
-                self.state = CLOSED
-            elif st == BUSY and isinstance(msg, REPLIES):
-                self.state = IDLE
-            elif st == AWAIT_HELLO and isinstance(msg, Error):
-                # refusing before the hello arrived (server busy, not allowed)
-                self.state = CLOSED
-            else:
-                raise LocalProtocolError(f"cannot send {msg.TYPE!r} in state {st}")
+    def _transition(self, direction: str, msg: Message) -> State:
+        state = State(self.state)
+        nxt = TRANSITIONS.get((self.role, direction, state, _event(msg)))
+        if nxt is not None:
+            return nxt
+        what = msg.request if isinstance(msg, InvalidRequest) else msg.TYPE
+        if direction == RECEIVE:
+            raise RemoteProtocolError(f"unexpected {what!r} message in state {state.value}")
+        raise LocalProtocolError(f"cannot send {what!r} in state {state.value}")

@@ -6,12 +6,16 @@ import socket
 import time
 
 from .protocol import Connection, Message
+from .tlsstream import TLSStream
+
+#: what frames travel over: a connected socket, or one inside TLS
+Stream = socket.socket | TLSStream
 
 #: scatter-gather writes: at most this many chunks per sendmsg (IOV_MAX is 1024)
 _IOV = 512
 
 
-def send_chunks(sock: socket.socket, chunks) -> None:
+def send_chunks(sock: Stream, chunks: list) -> None:
     """Write every chunk (bytes-like) in order, without joining them first."""
     views = [memoryview(c).cast("B") for c in chunks if memoryview(c).nbytes]
     i = 0
@@ -31,12 +35,12 @@ def send_chunks(sock: socket.socket, chunks) -> None:
 SEND_TIMEOUT = 60.0
 
 
-def send_message(sock: socket.socket, conn: Connection, message: Message) -> None:
+def send_message(sock: Stream, conn: Connection, message: Message) -> None:
     sock.settimeout(SEND_TIMEOUT)
     send_chunks(sock, conn.send(message))
 
 
-def recv_message(sock: socket.socket, conn: Connection, timeout: float | None) -> Message:
+def recv_message(sock: Stream, conn: Connection, timeout: float | None) -> Message:
     """Block until one whole message arrived. Raises TimeoutError, ConnectionError, RemoteProtocolError."""
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
@@ -52,7 +56,7 @@ def recv_message(sock: socket.socket, conn: Connection, timeout: float | None) -
             sock.settimeout(None)
         try:
             data = sock.recv(min(max(conn.bytes_wanted, 1 << 16), 1 << 24))
-        except socket.timeout:
+        except TimeoutError:  # socket.timeout
             raise TimeoutError("no answer from the server in time") from None
         if not data:
             raise ConnectionError("connection closed by peer")

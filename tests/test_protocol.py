@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from dispatcher import protocol as P
 from dispatcher.columnar import Part, decode_parts, encode_parts
+from dispatcher.layouts import from_info
 from dispatcher.protocol import (
     PREFIX,
     PROTOCOL_VERSION,
@@ -225,7 +226,7 @@ def test_two_requests_in_one_chunk_are_read_one_per_reply():
 
 @settings(max_examples=60, deadline=None)
 @given(cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=12),
-       timeout=st.floats(min_value=0, max_value=1e6, allow_nan=False),
+       timeout=st.floats(min_value=0, max_value=P.MAX_TIMEOUT, allow_nan=False),
        name=st.text(max_size=40))
 def test_any_chunking_of_a_request_stream_gives_the_same_messages(cuts, timeout, name):
     client, server = pair()
@@ -535,7 +536,7 @@ def test_unknown_role_is_refused():
 def _round_trip(parts, info=None):
     client, server = pair()
     deliver(client, server, Next(1.0))
-    got = deliver(server, client, encode_parts(parts, info=info))
+    got = deliver(server, client, encode_parts(parts, from_info(info, len(parts))))
     return got, decode_parts(got)
 
 
