@@ -49,7 +49,7 @@ class LiveMonitor(BackgroundClient):
         self.counts = dict.fromkeys(streams, 0)
         self.files: dict = {}  # stream -> newest file
         self.latest: dict = {}  # stream -> {branch: value} of its newest record
-        self._arrivals = collections.deque()  # (monotonic time, stream, n)
+        self._arrivals: collections.deque[tuple[float, str, int]] = collections.deque()  # (monotonic time, stream, n)
         self._nhits_sum = 0.0
         self._nhits_sum2 = 0.0
         self.started = time.monotonic()
@@ -112,7 +112,8 @@ class LiveMonitor(BackgroundClient):
         dcs = latest.get("DcsMonitor")
         status = []
         if snarl and "time" in snarl:
-            status.append(f"newest snarl {snarl.get('snarl', '?')}, {max(0.0, time.time() - snarl['time']):.2f} s behind the DAQ")
+            behind = max(0.0, time.time() - snarl["time"])
+            status.append(f"newest snarl {snarl.get('snarl', '?')}, {behind:.2f} s behind the DAQ")
         if daq and "trigger_rate" in daq:
             status.append(f"DAQ trigger rate {daq['trigger_rate']:.0f} Hz")
         if dcs and "hv" in dcs:
