@@ -6,7 +6,9 @@
 - ``iterate``: :func:`iterate`, the live counterpart of ``uproot.iterate``.
 - ``job``: MINOS-style analysis jobs with an input module and module paths.
 
-``Subscription``, ``KeepUp`` and ``MessageType`` are shared with the server.
+``Subscription``, ``KeepUp`` and ``MessageType`` are shared with the server: the SDK
+imports only the server's wire layer (``dispatcher.protocol``, ``layouts``,
+``columnar``, ``subscription``, ``transport``, ``tlsstream``, ``suggest``).
 """
 
 from dispatcher.protocol import MessageType

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping
 
 MAX_STREAMS = 64
 MAX_NAME = 256
@@ -33,7 +33,7 @@ class KeepUp(str, enum.Enum):
     RECORD = "record"
 
     @classmethod
-    def parse(cls, value) -> "KeepUp":
+    def parse(cls, value) -> KeepUp:
         if isinstance(value, KeepUp):
             return value
         if isinstance(value, str):
@@ -72,11 +72,11 @@ class Subscription:
 
     streams: tuple = ("DaqSnarl",)
     keep_up: KeepUp = KeepUp.FILE
-    selection: object = None
-    branches: object = None
+    selection: str | Mapping[str, str] | None = None
+    branches: Mapping[str, Sequence[str]] | None = None
     start: str = "current"
     prescale: int = 1
-    sync: object = None
+    sync: str | None = None
     max_sync_delay: float = 2.0
 
     def __post_init__(self):
@@ -91,23 +91,26 @@ class Subscription:
 
         sel = self.selection
         if isinstance(sel, Mapping):
-            for k, v in sel.items():
+            for k, text in sel.items():
                 if k not in streams:
-                    raise SubscriptionError(f"selection names stream {k!r}, which is not subscribed ({', '.join(streams)})")
-                if not isinstance(v, str):
-                    raise SubscriptionError(f"selection for stream {k!r} must be a string, not {type(v).__name__}")
+                    raise SubscriptionError(f"selection names stream {k!r}, which is not subscribed "
+                                            f"({', '.join(streams)})")
+                if not isinstance(text, str):
+                    raise SubscriptionError(f"selection for stream {k!r} must be a string, not {type(text).__name__}")
             object.__setattr__(self, "selection", dict(sel))
         elif sel is not None and not isinstance(sel, str):
-            raise SubscriptionError(f"selection must be None, a string or a dict {{stream: expression}}, not {type(sel).__name__}")
+            raise SubscriptionError("selection must be None, a string or a dict {stream: expression}, "
+                                    f"not {type(sel).__name__}")
 
         br = self.branches
         if br is not None:
             if not isinstance(br, Mapping):
                 raise SubscriptionError("branches must be None or a dict {stream: [branch names]}")
-            clean = {}
+            clean: dict[str, tuple[str, ...]] = {}
             for k, v in br.items():
                 if k not in streams:
-                    raise SubscriptionError(f"branches names stream {k!r}, which is not subscribed ({', '.join(streams)})")
+                    raise SubscriptionError(f"branches names stream {k!r}, which is not subscribed "
+                                            f"({', '.join(streams)})")
                 if isinstance(v, str) or not isinstance(v, (list, tuple)):
                     raise SubscriptionError(f"branches for stream {k!r} must be a list of names")
                 clean[k] = tuple(_name(b, "a branch") for b in v)
@@ -125,11 +128,11 @@ class Subscription:
         object.__setattr__(self, "max_sync_delay", float(d))
 
     def selection_for(self, stream: str) -> str | None:
-        if isinstance(self.selection, dict):
+        if isinstance(self.selection, Mapping):
             return self.selection.get(stream)
         return self.selection
 
-    def branches_for(self, stream: str):
+    def branches_for(self, stream: str) -> Sequence[str] | None:
         """The branch names to send for ``stream``, or None for all."""
         if self.branches is None:
             return None

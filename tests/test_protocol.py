@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import struct
+import subprocess
+import sys
 
 import awkward as ak
 import numpy as np
@@ -13,7 +16,7 @@ from hypothesis import strategies as st
 
 from dispatcher import protocol as P
 from dispatcher.columnar import Part, decode_parts, encode_parts
-from dispatcher.layouts import from_info
+from dispatcher.layouts import OrderLayout, SetLayout, SetsLayout, SyncBatchLayout, from_info
 from dispatcher.protocol import (
     PREFIX,
     PROTOCOL_VERSION,
@@ -23,6 +26,8 @@ from dispatcher.protocol import (
     GoToFile,
     GoToNextFile,
     Hello,
+    InvalidMessage,
+    InvalidRequest,
     LocalProtocolError,
     MessageType,
     Next,
@@ -630,3 +635,146 @@ def test_malformed_record_description_is_a_remote_protocol_error(breakage):
         body = body[:start] + offsets.tobytes() + body[start + d["sizes"][1]:]
     with pytest.raises(RemoteProtocolError, match="record data"):
         decode_parts(Data(header=header, body=memoryview(body)))
+
+
+# --------------------------------------------------------------------------- range checks in the constructors
+
+
+OUT_OF_RANGE = [
+    (lambda: Next(1.0, advance_by=0), "advance_by"),
+    (lambda: Next(1.0, advance_by=P.MAX_ADVANCE + 1), "advance_by"),
+    (lambda: Next(1.0, prefetch=0), "prefetch"),
+    (lambda: Next(1.0, prefetch=P.MAX_BATCH + 1), "prefetch"),
+    (lambda: Next(-0.5), "timeout"),
+    (lambda: Next(math.inf), "timeout"),
+    (lambda: Next(math.nan), "timeout"),
+    (lambda: Next(P.MAX_TIMEOUT + 1), "timeout"),
+    (lambda: Next(10**400), "timeout"),
+    (lambda: NextBatch(0, 1.0), "max_records"),
+    (lambda: NextBatch(P.MAX_BATCH + 1, 1.0), "max_records"),
+    (lambda: NextBatch(10, -1.0), "timeout"),
+    (lambda: GoToNextFile(math.inf), "timeout"),
+]
+
+
+@pytest.mark.parametrize("build, name", OUT_OF_RANGE, ids=[n for _, n in OUT_OF_RANGE])
+def test_a_request_out_of_range_cannot_be_built(build, name):
+    with pytest.raises(InvalidMessage, match=name) as info:
+        build()
+    assert isinstance(info.value, ValueError)
+
+
+def test_requests_at_the_edges_of_their_ranges_are_built():
+    assert Next(0).timeout == 0.0 and isinstance(Next(0).timeout, float)
+    assert Next(P.MAX_TIMEOUT, advance_by=P.MAX_ADVANCE, prefetch=P.MAX_BATCH).prefetch == P.MAX_BATCH
+    assert NextBatch(1, P.MAX_TIMEOUT).max_records == 1
+
+
+@pytest.mark.parametrize("header, name", [
+    ({"type": "next", "timeout": 1.0, "advance_by": 0}, "advance_by"),
+    ({"type": "next", "timeout": -1}, "timeout"),
+    ({"type": "next", "timeout": 10**400}, "timeout"),
+    ({"type": "next", "timeout": 1.0, "prefetch": 10**7}, "prefetch"),
+    ({"type": "next_batch", "max_records": 0, "timeout": 1.0}, "max_records"),
+    ({"type": "go_to_next_file", "timeout": 1e9}, "timeout"),
+], ids=lambda v: json.dumps(v)[:40] if isinstance(v, dict) else v)
+def test_a_request_out_of_range_reaches_the_server_as_an_invalid_request_to_answer(header, name):
+    _, server = pair()
+    server.receive_data(raw_frame(header))
+    got = server.next_message()
+    assert isinstance(got, InvalidRequest) and got.request == header["type"] and name in got.reason
+    assert server.state == P.BUSY
+    server.send(Error(MessageType.BAD_SUBSCRIPTION, got.reason))
+    assert server.state == P.IDLE
+
+
+def test_a_request_out_of_range_before_hello_is_still_out_of_order():
+    with pytest.raises(RemoteProtocolError, match="'next'.*AWAIT_HELLO"):
+        server = Connection("server")
+        server.receive_data(raw_frame({"type": "next", "timeout": -1}))
+        server.next_message()
+
+
+def test_an_invalid_request_is_never_sent():
+    client, _ = pair()
+    with pytest.raises(LocalProtocolError, match="never sent"):
+        client.send(InvalidRequest("next", "advance_by"))
+    assert client.state == P.IDLE
+
+
+# --------------------------------------------------------------------------- states and error codes
+
+
+def test_states_are_an_enum_and_the_table_names_only_known_messages():
+    assert isinstance(Connection("client").state, P.State)
+    known = {cls.TYPE for cls in (Hello, *P.REQUESTS, *P.REPLIES) if cls is not Error}
+    known |= {f"error {code.value}" for code in MessageType}
+    for role, direction, state, event in P.TRANSITIONS:
+        assert role in ("client", "server") and direction in (P.SEND, P.RECEIVE)
+        assert isinstance(state, P.State) and event in known
+
+
+def test_error_code_is_a_message_type_and_travels_by_name():
+    err = Error("NO_FILE", "x")
+    assert err.code is MessageType.NO_FILE and err.message_type is MessageType.NO_FILE
+    assert Error(MessageType.TIMEOUT) == Error("TIMEOUT")
+    frame = wire(P.encode(Error(MessageType.NO_FILE, "x")))
+    assert json.loads(frame[PREFIX.size:])["code"] == "NO_FILE"
+
+
+def test_an_unknown_error_code_from_the_server_reads_as_server_error():
+    client = client_waiting_for()
+    client.receive_data(raw_frame({"type": "error", "code": "NEWER_THAN_US", "message": "m"}))
+    got = client.next_message()
+    assert got.code is MessageType.SERVER_ERROR and got.message == "m"
+
+
+# --------------------------------------------------------------------------- typed layouts on the wire
+
+
+LAYOUTS = [
+    OrderLayout((0, 1, 0)),
+    SetsLayout((SetLayout("F.root", ((0, 0), (1, 0)), ("DaqMonitor",)), SetLayout("F.root", ((0, 1),)))),
+    SyncBatchLayout(2, {"S": [0, 1], "T": [1]}),
+]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS, ids=lambda v: type(v).__name__)
+def test_a_layout_round_trips_through_a_data_message(layout):
+    s = Part("S", "F.root", np.arange(2), ak.Array({"x": [1, 2]}))
+    t = Part("T", "F.root", np.arange(1), ak.Array({"y": [3.0]}))
+    msg, parts = _round_trip([s, t], layout.to_info())
+    assert from_info(msg.header["info"], len(parts)) == layout
+
+
+def test_a_data_message_without_a_layout_has_no_info():
+    msg = encode_parts([Part("S", "F.root", np.arange(1), ak.Array({"x": [1]}))])
+    assert "info" not in msg.header and from_info(msg.header.get("info"), 1) is None
+
+
+# --------------------------------------------------------------------------- the client's share of the server
+
+
+def test_the_client_sdk_imports_only_the_wire_layer_and_nothing_heavy():
+    code = ("import sys, clients, clients.iterate; "
+            "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in ('dispatcher', 'uproot', 'numexpr'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    loaded = set(out.split())
+    wire_layer = {"dispatcher", *(f"dispatcher.{m}" for m in
+                                  ("protocol", "layouts", "columnar", "subscription", "transport", "tlsstream",
+                                   "suggest"))}
+    assert loaded <= wire_layer, loaded - wire_layer
+
+
+# --------------------------------------------------------------------------- the child's dispatch
+
+
+def test_the_child_answers_every_request_type_and_refuses_the_rest():
+    from dispatcher import child
+
+    assert set(child.HANDLERS) == {*P.REQUESTS, InvalidRequest}
+    # these answers need no session
+    bad = child.handle(None, InvalidRequest("next", "advance_by must be between 1 and 1000000000, not 0"))
+    assert bad == Error(MessageType.BAD_SUBSCRIPTION, "advance_by must be between 1 and 1000000000, not 0")
+    assert child.handle(None, Stop()).code is MessageType.FORBIDDEN
+    assert child.handle(None, Ok()).code is MessageType.PROTOCOL_ERROR
