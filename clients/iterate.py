@@ -14,8 +14,8 @@ one record, so on a live file the steps are as small as the DAQ is slow.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import awkward as ak
 import numpy as np
