@@ -4,13 +4,18 @@ Every ``*.root`` file directly in the data directory is a data file; files are
 ordered by name; the last is the open file (the DAQ may still append to it).
 The directory is listed again only when its mtime changes (or within a second
 of a change, as mtimes can be coarse), so many children polling the same
-directory cost one ``stat`` each per poll.
+directory cost one ``stat`` each per poll. A directory that cannot be listed
+shows no files; the trouble is logged when it starts and when it ends, not at
+every poll.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import time
+
+log = logging.getLogger("dds.catalog")
 
 
 class NoFileError(LookupError):
@@ -33,11 +38,26 @@ class Catalog:
 
     def __init__(self, data_dir: str):
         self.root = os.path.realpath(data_dir)
-        self._stamp = None
+        self._stamp: tuple[int, int] | None = None
         self._listed_at = 0.0
         self._files: list[str] = []
+        self._trouble = False  # the directory could not be listed last time
 
     def files(self) -> list[str]:
+        """Data file names, oldest first; none while the directory cannot be listed."""
+        try:
+            files = self._listing()
+        except OSError as exc:
+            if not self._trouble:  # once, not at every poll
+                log.warning("cannot list data directory %s: %s", self.root, exc)
+                self._trouble = True
+            return []
+        if self._trouble:
+            log.warning("data directory %s is readable again", self.root)
+            self._trouble = False
+        return files
+
+    def _listing(self) -> list[str]:
         """Data file names, oldest first. Raises OSError if the directory is unreadable."""
         st = os.stat(self.root)
         stamp = (st.st_mtime_ns, st.st_ino)
@@ -66,11 +86,13 @@ class Catalog:
         return names
 
     def open_file(self) -> str | None:
+        """The newest data file, the one the DAQ may still append to (None: no file)."""
         files = self.files()
         return files[-1] if files else None
 
-    def is_open(self, name: str) -> bool:
-        return self.open_file() == name
+    def is_open(self, name: str | None) -> bool:
+        """Whether ``name`` is the open file (the newest one)."""
+        return name is not None and self.open_file() == name
 
     def next_after(self, name: str | None) -> str | None:
         """The first data file that sorts after ``name`` (which may have been deleted)."""
@@ -92,6 +114,6 @@ class Catalog:
         full = os.path.join(self.root, name)
         if not _inside(self.root, os.path.realpath(full)):
             raise NoFileError(f"file {name!r} leads outside the data directory")
-        if name not in self.files():
+        if name not in self._listing():
             raise NoFileError(f"no data file {name!r} in {self.root}")
         return full

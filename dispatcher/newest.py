@@ -1,0 +1,93 @@
+"""Delivery of the newest record (keep-up ``record``): what is newest when asked, older records skipped.
+
+Each request jumps to the newest file and reads each stream backwards from its
+end, in growing steps, until it finds passing records newer than the last one
+served. Streams take turns, so a busy stream does not starve a quiet one.
+"""
+
+from __future__ import annotations
+
+import awkward as ak
+import numpy as np
+
+from .columnar import Part
+from .layouts import SetLayout, SetsLayout
+from .position import FilePosition
+from .reader import StreamReader
+
+#: entries read back from the end at first; the step doubles while nothing passes
+FIRST_STEP = 1000
+
+
+class Newest:
+    """Serve the newest passing records not yet served, one stream at a time.
+
+    Args:
+        position (FilePosition): the current file.
+        reader (StreamReader): the subscribed streams.
+    """
+
+    def __init__(self, position: FilePosition, reader: StreamReader):
+        self.position = position
+        self.reader = reader
+        self._rr = 0  # the stream whose turn it is
+
+    def next_set(self, deadline: float) -> tuple[list[Part], SetsLayout]:
+        """The newest passing record as a record set of one."""
+        parts = self.batch(deadline, 1)
+        return parts, SetsLayout((SetLayout(parts[0].file, ((0, 0),), ()),))
+
+    def batch(self, deadline: float, n: int) -> list[Part]:
+        """The newest passing records not yet served (up to n), of one stream."""
+        position = self.position
+        while True:
+            newest = position.catalog.open_file()
+            if newest is not None and (position.file is None or newest > position.file):
+                position.enter(newest)
+            else:
+                position.refresh()
+            if position.reader is not None:
+                order = list(self.reader.streams)
+                for i in range(len(order)):
+                    s = order[(self._rr + i) % len(order)]
+                    part = self._scan_back(s, n)
+                    if part is not None:
+                        self._rr = (self._rr + i + 1) % len(order)
+                        return [part]
+            position.wait(deadline, position.no_record_text())
+
+    def _scan_back(self, stream: str, n: int) -> Part | None:
+        """Up to n newest passing entries of ``stream`` after its cursor, reading backwards."""
+        total = self.reader.num_entries(stream)
+        st = self.reader.streams[stream]
+        if total is None or total <= st.cursor:
+            return None
+        st.pending.clear()
+        hi, floor = total, st.cursor
+        found_e: list[np.ndarray] = []
+        found_a: list[ak.Array] = []
+        got = 0
+        step = max(n, FIRST_STEP)
+        while hi > floor and got < n:
+            lo = max(floor, hi - step)
+            st.cursor = lo
+            while st.cursor < hi:
+                if not self.reader.read_chunk(stream, hi - st.cursor, limit=hi):
+                    st.pending.clear()
+                    return None
+            if st.pending:
+                entries = np.concatenate([c.entries for c in st.pending])
+                arrays = ak.concatenate([c.arrays for c in st.pending]) if len(st.pending) > 1 else st.pending[0].arrays
+                st.pending.clear()
+                k = min(n - got, len(entries))
+                found_e.insert(0, entries[len(entries) - k :])
+                found_a.insert(0, arrays[len(entries) - k :])
+                got += k
+            hi = lo
+            step *= 2
+        st.seek(total)  # older records are skipped for good
+        if not got:
+            return None
+        entries = np.concatenate(found_e)
+        arrays = found_a[0] if len(found_a) == 1 else ak.concatenate(found_a)
+        return Part(stream, self.position.file or "", entries, arrays)
