@@ -23,7 +23,7 @@ import numpy as np
 
 from dispatcher.testing import ServerProc
 
-from . import common
+from . import common, selection_speed
 from .common import STREAM, bytes_received, median, percentile, proc_status
 
 FLAT_FILE = "F0001_flat.root"
@@ -294,7 +294,22 @@ def scenario_selective_cut(bench: Bench) -> Section:
                                ">= 0.8", r >= 0.8))
     sec.summary.append(Summary("2. bytes on the wire / file bytes", f"{wire / 1e6:.2f} MB",
                                f"file {bench.flat_size / 1e6:.1f} MB", wire_share, "(reported)", None))
+    _add_selection_speed(sec, bench.sizes.repeat)
     return sec
+
+
+def _add_selection_speed(sec: Section, repeat: int) -> None:
+    """The in-process cost of a selection: evaluating a small chunk, refusing hostile text."""
+    timings = selection_speed.measure(repeat)
+    short = selection_speed.fmt_short
+    lines = [f"The cost of one selection call in-process, no server (bench/selection_speed.py, cut "
+             f"`{selection_speed.CUT}`), best of {repeat} timings:", "",
+             "| call | time | baseline | target |", "|---|---|---|---|"]
+    for t in timings:
+        lines.append(f"| {t.name} | {short(t.seconds)} | {t.baseline} | < {short(t.target_seconds)} |")
+        sec.summary.append(Summary(f"2. selection: {t.name}", short(t.seconds), t.baseline,
+                                   ratio(t.seconds, t.baseline_seconds), f"< {short(t.target_seconds)}", t.met))
+    sec.notes.append("\n".join(lines))
 
 
 # --------------------------------------------------------------------------- 3. next()

@@ -316,7 +316,7 @@ def test_next_timeout_is_a_dds_timeout_and_the_session_goes_on(data_dir, server_
         with pytest.raises(DDSTimeout) as info:
             c.next(timeout=0.5)
         elapsed = time.monotonic() - t0
-        assert 0.4 <= elapsed < 5.0
+        assert 0.4 <= elapsed < 10.0  # a server that never answered would take the client's 30 s reply margin
         err = info.value
         assert isinstance(err, TimeoutError) and isinstance(err, DDSError)
         assert err.message_type == MessageType.TIMEOUT
@@ -337,7 +337,7 @@ def test_next_batch_timeout_is_a_dds_timeout_and_the_session_goes_on(data_dir, s
         t0 = time.monotonic()
         with pytest.raises(DDSTimeout):
             c.next_batch(max_records=5, timeout=0.4)
-        assert time.monotonic() - t0 < 5.0
+        assert time.monotonic() - t0 < 10.0  # not the client's 30 s reply margin
         data = snarl_data(0, 3)
         write_file(data_dir / fname(1), {SNARL: data})
         b = c.next_batch(max_records=5, timeout=10)
@@ -408,7 +408,7 @@ def test_go_to_next_file_times_out_on_the_newest_file_then_waits_for_a_new_one(d
         t0 = time.monotonic()
         with pytest.raises(DDSTimeout) as info:
             c.go_to_next_file(timeout=0.5)
-        assert time.monotonic() - t0 < 5.0
+        assert time.monotonic() - t0 < 10.0  # not the client's 30 s reply margin
         assert info.value.message_type == MessageType.TIMEOUT
         new = snarl_data(50, 4)
         writer = threading.Timer(0.3, write_file, (data_dir / fname(1001), {SNARL: new}))
@@ -433,7 +433,7 @@ def test_client_beyond_max_clients_gets_server_busy_at_once_and_gets_in_after_on
         t0 = time.monotonic()
         with pytest.raises(DDSError) as info:
             connect(server)
-        assert time.monotonic() - t0 < 2.0
+        assert time.monotonic() - t0 < 4.0  # at once: not after the 5 s handshake timeout
         assert info.value.message_type == MessageType.SERVER_BUSY
         assert not isinstance(info.value, DDSTimeout)
         assert "busy" in server.log

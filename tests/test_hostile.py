@@ -479,7 +479,7 @@ def test_selection_with_a_huge_power_answers_in_bounded_time(hostile_server, ses
     if isinstance(reply, Ok):
         reply = session.call(Next(1.0))
     assert reply.TYPE in ("data", "error")
-    assert time.monotonic() - start < ANSWER_SECONDS
+    assert time.monotonic() - start < 2 * ANSWER_SECONDS  # a power evaluated in full would never end
     assert_still_serves(hostile_server)
 
 
@@ -538,7 +538,7 @@ def test_two_hundred_half_open_handshakes_do_not_lock_out_a_real_client(data_dir
             slow.append(s)
         start = time.monotonic()
         assert_still_serves(server)
-        assert time.monotonic() - start < ANSWER_SECONDS
+        assert time.monotonic() - start < 2 * ANSWER_SECONDS  # not the 60 s handshake timeout of the slow ones
         # The newest half-open connections are still held open (only the oldest made room).
         newest = slow[-1]
         newest.setblocking(False)

@@ -1,6 +1,8 @@
 """Unit tests of dispatcher.selection: the language, its precedence, and what it refuses."""
 
+import ast
 import time
+import tokenize
 import warnings
 
 import awkward as ak
@@ -503,13 +505,15 @@ def test_selection_evaluates_repeatedly_with_changing_types():
         np.testing.assert_array_equal(selection.evaluate({"v": np.arange(4, dtype=dtype)}), [False, False, True, True])
 
 
-def test_evaluating_a_chunk_is_cheap():
+def test_evaluating_a_chunk_again_gives_the_same_records():
+    # how cheap an evaluation is: bench/selection_speed.py (make bench, scenario 2)
     selection = compile_selection("evt % 7 == 0 && kind != 2 || sqrt(x) > 0.5", STREAM, KINDS)
-    selection.evaluate(DATA)
-    start = time.perf_counter()
+    first = np.asarray(selection.evaluate(DATA), dtype=bool)
+    with np.errstate(invalid="ignore"):  # sqrt of a negative x is nan, which fails the cut
+        expected = ((EVT % 7 == 0) & (KIND != 2)) | (np.sqrt(X) > 0.5)
+    np.testing.assert_array_equal(first, expected)
     for _ in range(100):
-        selection.evaluate(DATA)
-    assert (time.perf_counter() - start) / 100 < 0.002
+        np.testing.assert_array_equal(selection.evaluate(DATA), first)
 
 
 # ------------------------------------------------------------------ names
@@ -712,7 +716,7 @@ def test_500_deep_parentheses_are_refused_quickly():
     text = "(" * 500 + "x" + ")" * 500
     start = time.perf_counter()
     message = refused(text)
-    assert time.perf_counter() - start < 0.1
+    assert time.perf_counter() - start < 5.0  # not a blow-up; the speed target is in bench/selection_speed.py
     assert f"more than {MAX_DEPTH} levels" in message
 
 
@@ -732,7 +736,7 @@ def test_deep_expressions_within_length_limit_are_refused_cleanly(text):
     assert len(text) <= MAX_LENGTH
     start = time.perf_counter()
     message = refused(text)
-    assert time.perf_counter() - start < 0.5
+    assert time.perf_counter() - start < 10.0  # not a blow-up; the speed target is in bench/selection_speed.py
     assert "nested too deeply" in message or "too deeply" in message
 
 
@@ -742,12 +746,16 @@ def test_expression_at_the_depth_limit_still_compiles():
     compile_selection("!" * (MAX_DEPTH - 1) + "x", STREAM, KINDS)
 
 
-def test_12000_character_expression_is_refused_before_parsing():
+def test_12000_character_expression_is_refused_before_parsing(monkeypatch):
     text = " + ".join(["x"] * 4000) + " > 0"
     assert len(text) > 12000
-    start = time.perf_counter()
+
+    def parsed(*args, **kwargs):
+        raise AssertionError("a selection over the length limit was tokenized or parsed")
+
+    monkeypatch.setattr(tokenize, "generate_tokens", parsed)
+    monkeypatch.setattr(ast, "parse", parsed)
     message = refused(text)
-    assert time.perf_counter() - start < 0.01
     assert f"too long: {len(text)} characters (at most {MAX_LENGTH})" in message
 
 

@@ -243,10 +243,10 @@ def test_sync_on_open_file_waits_for_a_late_stream_then_gives_up(server, data_di
             assert first.missing == () and first["DaqMonitor"]["evt"] == 0
             # evt 1 never comes for DaqMonitor: after max_sync_delay it is left out
             t0 = time.monotonic()
-            second = c.next(timeout=5)
+            second = c.next(timeout=20)
             waited = time.monotonic() - t0
             assert second["DaqSnarl"]["evt"] == 1 and second.missing == ("DaqMonitor",)
-            assert 0.7 < waited < 4.0
+            assert 0.7 < waited < 10.0  # after max_sync_delay, not at the end of next()'s timeout
     finally:
         f.close()
 
