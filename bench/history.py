@@ -38,13 +38,13 @@ What changed, each measured on its own as well:
 2. **numpy.ma loaded before the fork** (`dispatcher/tail.py`). awkward imports it on the first read,
    so every child paid the import on its first record: 21 ms on a quiet machine, 47 ms under load
    (pyinstrument).
-3. **Read to the end of the basket** (`dispatcher/session.py`, `_chunk_stop`). A read that ends inside a
+3. **Read to the end of the basket** (`dispatcher/reader.py`, `_chunk_stop`). A read that ends inside a
    basket decompresses the whole basket anyway; the growing first chunks (2,000, 4,000, ... entries)
    decompressed the first 100,000-entry basket five times. Now a chunk extends to the basket boundary
    (up to 4 x 50,000 entries): one decompression per basket. With item 5, the child's CPU to serve the
    2 M records of scenario 1 (four runs each, back to back): 0.36-0.38 s before, 0.23-0.27 s after;
    uproot.iterate over the same file uses 0.26-0.27 s.
-4. **First chunk of 256 entries** (`dispatcher/session.py`, `FIRST_CHUNK`, was 2,000). A DAQ file has one
+4. **First chunk of 256 entries** (`dispatcher/reader.py`, `FIRST_CHUNK`, was 2,000). A DAQ file has one
    small basket per append (~10 records), and uproot spends ~40-50 us per basket, so the first read
    touched ~200 baskets per branch. First next() in a fresh child on a demo.daqsim file (median of 7):
    78.5 ms before, 26.2 ms after; first next_batch(): 83.4 ms before, 61.5 ms after.
@@ -55,7 +55,7 @@ What changed, each measured on its own as well:
    `setproctitle`). strace showed every child compiling child.py and transport.py and importing
    setproctitle after the fork. Connect (fork + greeting), p50 of 40 connections, three rounds:
    10.7-10.9 ms before, 5.8-6.5 ms after.
-7. **One file open per subscribe** (`dispatcher/session.py`). The subscribe checks open the newest file
+7. **One file open per subscribe** (`dispatcher/position.py`). The subscribe checks open the newest file
    to check branch names; with start="current" the session then opened that same file again. It now
    keeps the checked reader for its start. subscribe() p50 with start="current" on a DAQ file, 40
    subscriptions, three rounds: 16.2-17.4 ms before, 11.5-12.2 ms after.
