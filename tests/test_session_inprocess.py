@@ -97,7 +97,7 @@ def next_evt(session, stream="DaqSnarl", **kw) -> int:
 
 def drain(session, max_records=1000, timeout=0.5) -> list[tuple[str, int]]:
     """Every batch until the first timeout: (file, evt) per record."""
-    got = []
+    got: list[tuple[str, int]] = []
     while True:
         try:
             parts, layout = session.next_batch(max_records, timeout)
