@@ -6,6 +6,7 @@ import logging
 import os
 import socket
 import sys
+from typing import Any
 
 import click
 
@@ -84,7 +85,7 @@ def parentserver(port, max_clients, level, data_dir, bind, log_file, handshake_t
     logsetup.set_ident(f"ddsparentserver[{os.getpid()}]")
     if token_warning:
         logging.getLogger("dds.parent").warning("%s", token_warning)
-    from .parent import ServerConfig, ParentServer
+    from .parent import ParentServer, ServerConfig
 
     config = ServerConfig(
         data_dir=os.path.abspath(data_dir), port=port, bind=bind, max_clients=max_clients,
@@ -99,10 +100,10 @@ def parentserver(port, max_clients, level, data_dir, bind, log_file, handshake_t
         server.bind()
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {bind}:{port}: {exc.strerror or exc}") from None
-    # Import the readers now, once, so every forked child starts with them loaded.
-    import dispatcher.session  # noqa: F401
-    # ... and the child's own code: imported after the fork it costs every connection ~4 ms
+    # Import the readers and the child's own code now, once, so every forked child starts
+    # with them loaded (imported after the fork, the child's code costs every connection ~4 ms).
     import dispatcher.child  # noqa: F401
+    import dispatcher.session  # noqa: F401
 
     try:
         import setproctitle  # noqa: F401  (each child names itself with it)
@@ -130,6 +131,7 @@ def ddscomm(shutdown, host, port, timeout, token_file, tls, cafile):
     from .transport import recv_message, send_message
 
     token, _ = _token(token_file)
+    sock: Any
     try:
         sock = socket.create_connection((host, port), timeout=timeout)
     except OSError:
