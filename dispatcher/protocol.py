@@ -9,12 +9,15 @@ record data, empty for every other message). Both lengths are checked against
 hard limits before a single byte of the frame is buffered, so a peer cannot make
 us allocate more than the limit. Nothing a peer sends is ever unpickled or
 evaluated: headers are JSON, checked field by field against the message's
-declared types.
+declared types. Each message checks its own values when built (one place for
+every range check): a client cannot build a request out of range, and a server
+receives one as an :class:`InvalidRequest` to answer.
 
 The conversation is strictly request/response: the client sends ``Hello`` and
 then one request at a time; the server answers each with exactly one reply
 (``Welcome``, ``Ok``, ``Error`` or ``Data``). The only unsolicited message is an
-``Error`` with code ``SHUTDOWN``, after which the server closes. See
+``Error`` with code ``SHUTDOWN``, after which the server closes. Which message
+may come in which :class:`State` is the one table :data:`TRANSITIONS`. See
 docs/PROTOCOL.md.
 """
 
