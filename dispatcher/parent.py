@@ -39,6 +39,7 @@ log = logging.getLogger("dds.parent")
 #: exit statuses of the parent (``ddsparentserver``)
 EXIT_OK = 0  # stopped as asked: SIGTERM, SIGINT or ddscomm -s
 EXIT_USAGE = 2  # bad command line or data directory
+EXIT_PARENT_CRASH = 70  # a bug in the parent's own loop; its children were told to stop
 #: exit status of a child whose session raised something unexpected
 EXIT_CHILD_CRASH = 70
 
@@ -229,6 +230,18 @@ class ParentServer:
                 "clients from " + ",".join(map(str, allow)) if allow else "clients from anywhere",
                 "token required" if self.config.token else "no token",
                 "TLS" if self.tls else "no TLS (plain TCP)")
+        try:
+            self._loop(listener)
+        except Exception:  # a bug here must not leave clients served by orphans
+            log.exception("unexpected error in the parent: ending every session and exiting")
+            for pid in list(self.children):
+                _kill(pid, signal.SIGTERM)
+            return EXIT_PARENT_CRASH
+        self._close()
+        log.info("stopped")
+        return EXIT_OK
+
+    def _loop(self, listener: socket.socket) -> None:
         while self.phase is not Phase.DONE:
             for key, _ in self.sel.select(self._wait_seconds()):
                 if key.data == _WAKE:
@@ -240,9 +253,6 @@ class ParentServer:
                 else:
                     self._act(self.doorway.ready(key.data))
             self._tick(time.monotonic())
-        self._close()
-        log.info("stopped")
-        return EXIT_OK
 
     def _bind_listener(self) -> socket.socket:
         self.bind()
@@ -348,7 +358,8 @@ class ParentServer:
     def _act(self, verdict: Verdict) -> None:
         if isinstance(verdict, Admit):
             self._fork(verdict.pending)
-        elif isinstance(verdict, StopAsked):
+        elif isinstance(verdict, StopAsked) and self.phase is Phase.SERVING:
+            log.info("stopping (children have %g s to end their sessions)", GRACEFUL_SECONDS)
             self._begin_stop(StopKind.GRACEFUL)
 
     def _accept(self, listener: socket.socket) -> None:
