@@ -318,8 +318,9 @@ class ParentServer:
                      FAST_SECONDS)
             self._begin_stop(StopKind.FAST)
         elif self.phase is Phase.STOPPING:
-            log.warning("SIGINT received while stopping: ending %d children at once", len(self.children))
-            self._kill_all("ended at once by a second SIGINT", "stop escalated")
+            log.warning("SIGINT received while stopping: killing the remaining children at once (%d)",
+                        len(self.children))
+            self._kill_all("still running at the second SIGINT", "stop escalated")
         else:
             log.info("SIGINT received: already killing the last children")
 
