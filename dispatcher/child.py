@@ -22,8 +22,7 @@ from typing import Any
 
 from . import logsetup
 from .catalog import Catalog
-from .columnar import Part, encode_parts
-from .layouts import Layout, from_info
+from .columnar import encode_parts
 from .protocol import (
     PROTOCOL_VERSION,
     Connection,
@@ -154,16 +153,6 @@ class Watch:
             self._check()
 
 
-def _typed(layout: Layout | dict | None, parts: list[Part]) -> Layout | None:
-    """Temporary, until the session returns layout objects: wrap a dict layout it returned.
-
-    ``{"sets"}`` and ``{"order"}`` come from ``next``; ``{"length", "positions"}`` from ``next_batch``.
-    """
-    if not isinstance(layout, dict):
-        return layout
-    return from_info({"batch": layout} if "positions" in layout else layout, len(parts))
-
-
 def _subscribe(session: Session, msg: Subscribe) -> Message:
     try:
         sub = from_dict(msg.subscription)
@@ -174,7 +163,7 @@ def _subscribe(session: Session, msg: Subscribe) -> Message:
 
 def _next(session: Session, msg: Next) -> Message:
     parts, layout = session.next(msg.timeout, msg.advance_by, msg.prefetch)
-    return encode_parts(parts, _typed(layout, parts))
+    return encode_parts(parts, layout)
 
 
 def _rewind(session: Session, msg: Rewind) -> Message:
@@ -183,7 +172,7 @@ def _rewind(session: Session, msg: Rewind) -> Message:
 
 def _next_batch(session: Session, msg: NextBatch) -> Message:
     parts, layout = session.next_batch(msg.max_records, msg.timeout)
-    return encode_parts(parts, _typed(layout, parts))
+    return encode_parts(parts, layout)
 
 
 def _go_to_file(session: Session, msg: GoToFile) -> Message:
