@@ -136,6 +136,7 @@ class FileReader:
 
     def offsets(self, stream: str) -> list:
         info = self.trees[stream]
+        assert self._file is not None, "offsets of a closed file"
         if not info.offsets or info.offsets[-1] != info.num_entries:
             try:
                 info.offsets = [int(x) for x in self._file[stream].common_entry_offsets()]
@@ -151,6 +152,8 @@ class FileReader:
         def attempt(n: int) -> ak.Array:
             if n:
                 self._open_once()  # a failed read may have met a torn state: look again
+            if self._file is None:
+                raise Unreadable(f"{self.name} is not open")
             tree = self._file[stream]
             if tree.num_entries < stop:
                 raise ValueError(f"tree has {tree.num_entries} entries, wanted {stop}")
