@@ -270,7 +270,8 @@ def _record_sets(parts: list[Part], layout: Layout | None) -> list[RecordSet]:
         for i in layout.order:
             p, r = parts[i], used[i]
             used[i] += 1
-            out.append(RecordSet(p.file, {p.stream: rows[i][r]}, {p.stream: int(p.entries[r])}))
+            out.append(RecordSet(p.file, {p.stream: rows[i][r]}, {p.stream: int(p.entries[r])},
+                                 unserved=_unserved([p])))
         return out
     if not isinstance(layout, SetsLayout):
         raise DDSError(f"record sets without a set layout: {type(layout).__name__}", MessageType.PROTOCOL_ERROR)
@@ -281,14 +282,15 @@ def _record_sets(parts: list[Part], layout: Layout | None) -> list[RecordSet]:
             p = parts[part_index]
             records[p.stream] = p.arrays[row].to_list()
             entries[p.stream] = int(p.entries[row])
-        out.append(RecordSet(s.file, records, entries, s.missing))
+        members = [parts[i] for i, _ in s.members]
+        out.append(RecordSet(s.file, records, entries, s.missing, unserved=_unserved(members)))
     return out
 
 
 def _record_batch(parts: list[Part], layout: Layout | None) -> RecordBatch:
     if layout is None:
         p = parts[0]
-        return RecordBatch(p.stream, p.file, p.entries, p.arrays)
+        return RecordBatch(p.stream, p.file, p.entries, p.arrays, unserved=_unserved([p]))
     if not isinstance(layout, SyncBatchLayout):
         raise DDSError(f"a batch with a set layout: {type(layout).__name__}", MessageType.PROTOCOL_ERROR)
     # synced sets: one field per stream, None where the stream is missing from a set
@@ -304,4 +306,9 @@ def _record_batch(parts: list[Part], layout: Layout | None) -> RecordBatch:
         ent = np.full(n, -1, dtype=np.int64)
         ent[rows] = p.entries
         entries[p.stream] = ent
-    return RecordBatch(None, file, entries, ak.zip(fields, depth_limit=1))
+    return RecordBatch(None, file, entries, ak.zip(fields, depth_limit=1), unserved=_unserved(parts))
+
+
+def _unserved(parts: list[Part]) -> dict[str, dict[str, str]]:
+    """``{stream: {branch: why}}``: what the file's streams hold that the server cannot serve."""
+    return {p.stream: dict(p.unserved) for p in parts if p.unserved}

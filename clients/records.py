@@ -14,15 +14,18 @@ class RecordSet:
         records (dict): ``{stream: {branch: value}}``.
         entries (dict): ``{stream: entry index in that file's tree}``.
         missing (tuple): streams left out of a synced set; empty otherwise.
+        unserved (dict): ``{stream: {branch: why}}``, branches the file's streams hold that the
+            server cannot serve (uproot cannot read them); empty when everything is served.
     """
 
-    __slots__ = ("file", "records", "entries", "missing")
+    __slots__ = ("file", "records", "entries", "missing", "unserved")
 
-    def __init__(self, file: str, records: dict, entries: dict, missing=()):
+    def __init__(self, file: str, records: dict, entries: dict, missing=(), unserved: dict | None = None):
         self.file = file
         self.records = records
         self.entries = entries
         self.missing = tuple(missing)
+        self.unserved = unserved or {}
 
     @property
     def stream(self) -> str | None:
@@ -49,15 +52,17 @@ class RecordBatch:
         file (str): data file name.
         entries (numpy.ndarray): int64 entry numbers (for synced sets: ``{stream: entries}``, -1 where missing).
         arrays (awkward.Array): one record per entry (for synced sets: one field per stream, None where missing).
+        unserved (dict): ``{stream: {branch: why}}``, what the server cannot serve of this file's streams.
     """
 
-    __slots__ = ("stream", "file", "entries", "arrays")
+    __slots__ = ("stream", "file", "entries", "arrays", "unserved")
 
-    def __init__(self, stream, file: str, entries, arrays: ak.Array):
+    def __init__(self, stream, file: str, entries, arrays: ak.Array, unserved: dict | None = None):
         self.stream = stream
         self.file = file
         self.entries = entries
         self.arrays = arrays
+        self.unserved = unserved or {}
 
     def __len__(self) -> int:
         return len(self.arrays)

@@ -9,7 +9,7 @@ on the way out and are viewed in place (``numpy.frombuffer``) on the way in.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import awkward as ak
@@ -25,6 +25,7 @@ class Part:
     file: str
     entries: np.ndarray  # int64
     arrays: ak.Array  # records, one per entry
+    unserved: dict[str, str] = field(default_factory=dict)  # branch -> why the file's stream cannot serve it
 
 
 def _packed(arrays: ak.Array) -> ak.Array:
@@ -61,6 +62,7 @@ def encode_parts(parts: list[Part], layout: Layout | None = None) -> Data:
                 "form": form.to_dict(),
                 "keys": keys,
                 "sizes": [int(b.nbytes) for b in bufs],
+                **({"unserved": p.unserved} if p.unserved else {}),
             }
         )
         chunks.append(entries.data.cast("B"))
@@ -86,7 +88,12 @@ def decode_parts(msg: Data) -> list[Part]:
                 container[key] = np.frombuffer(body[pos : pos + size], dtype=np.uint8)
                 pos += size
             arrays = ak.from_buffers(ak.forms.from_dict(d["form"]), length, container)
-            parts.append(Part(d["stream"], d["file"], entries, arrays))
+            unserved = d.get("unserved", {})
+            if not isinstance(unserved, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in unserved.items()
+            ):
+                raise ValueError("unserved must map branch names to reasons")
+            parts.append(Part(d["stream"], d["file"], entries, arrays, dict(unserved)))
     except Exception as exc:  # awkward checks a form with assert, getattr, indexing...: any of them may fail
         raise RemoteProtocolError(f"malformed record data: {type(exc).__name__}: {exc}") from None
     if pos != len(body):

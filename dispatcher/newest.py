@@ -90,4 +90,4 @@ class Newest:
             return None
         entries = np.concatenate(found_e)
         arrays = found_a[0] if len(found_a) == 1 else ak.concatenate(found_a)
-        return Part(stream, self.position.file or "", entries, arrays)
+        return Part(stream, self.position.file or "", entries, arrays, self.reader.unserved(stream))

@@ -33,10 +33,10 @@ CHUNK_ENTRIES = 50_000
 FIRST_CHUNK = 256
 
 
-def compile_cut(text: str, stream: str, kinds: dict) -> Selection:
+def compile_cut(text: str, stream: str, kinds: dict, unserved: dict | None = None) -> Selection:
     """The compiled selection ``text`` for ``stream``; SessionError BAD_SELECTION if it does not fit."""
     try:
-        return compile_selection(text, stream, kinds)
+        return compile_selection(text, stream, kinds, unserved)
     except SelectionError as exc:
         raise SessionError(MessageType.BAD_SELECTION, str(exc)) from None
 
@@ -50,12 +50,22 @@ def check_stream(sub: Subscription, stream: str, info: TreeInfo) -> None:
     """Refuse what ``sub`` asks of ``stream`` that a file showing it as ``info`` cannot give."""
     sync = sync_branch(sub)
     for b in sub.branches_for(stream) or ():
+        if b in info.unserved:
+            raise SessionError(
+                MessageType.BAD_SUBSCRIPTION,
+                f"branch {b!r} of stream {stream} cannot be served: {info.unserved[b]}",
+            )
         if b not in info.kinds:
             raise SessionError(
                 MessageType.BAD_SUBSCRIPTION,
                 f"unknown branch {b!r} in branches for stream {stream}; "
                 + did_you_mean(b, info.kinds, kind="branches"),
             )
+    if sync and sync in info.unserved:
+        raise SessionError(
+            MessageType.BAD_SUBSCRIPTION,
+            f"sync branch {sync!r} of stream {stream} cannot be served: {info.unserved[sync]}",
+        )
     if sync and sync not in info.kinds:
         raise SessionError(
             MessageType.BAD_SUBSCRIPTION,
@@ -65,7 +75,7 @@ def check_stream(sub: Subscription, stream: str, info: TreeInfo) -> None:
         raise SessionError(MessageType.BAD_SUBSCRIPTION, f"sync branch {sync!r} of stream {stream} is not a number")
     text = sub.selection_for(stream)
     if text:
-        compile_cut(text, stream, info.kinds)
+        compile_cut(text, stream, info.kinds, info.unserved)
 
 
 def no_fields(n: int) -> ak.Array:
@@ -178,7 +188,7 @@ class StreamReader:
         key = (stream, tuple(sorted(info.kinds.items())))
         sel = self._selections.get(key)
         if sel is None:
-            sel = self._selections[key] = compile_cut(text, stream, info.kinds)
+            sel = self._selections[key] = compile_cut(text, stream, info.kinds, info.unserved)
         return sel
 
     def _fields(self, stream: str, info: TreeInfo) -> list[str]:
@@ -219,6 +229,16 @@ class StreamReader:
         except (FileGone, Unreadable) as exc:
             self.position.read_failed(stream, exc)
             return False
+        lost = needed.difference(arrays.fields)
+        if lost:  # branches this file cannot serve after all (the reader logged them)
+            used = sorted(lost & (set(sel.branches) if sel is not None else set()) | ({sync} & lost if sync else set()))
+            if used:
+                why = "; ".join(f"{b}: {info.unserved.get(b, 'unreadable')}" for b in used)
+                raise SessionError(
+                    MessageType.BAD_SELECTION,
+                    f"stream {stream} in file {reader.name} cannot serve what the subscription needs ({why})",
+                )
+            fields = [f for f in fields if f not in lost]
         self.position.read_failures = 0
         entries = np.arange(start, stop, dtype=np.int64)
         if sel is not None:
@@ -278,6 +298,18 @@ class StreamReader:
             if c.pos == len(c.entries):
                 st.pending.popleft()
         file = self.position.file or ""
+        unserved = self.unserved(stream)
         if len(ents) == 1:
-            return Part(stream, file, ents[0], arrs[0]), kss[0]
-        return Part(stream, file, np.concatenate(ents), ak.concatenate(arrs)), np.concatenate(kss)
+            return Part(stream, file, ents[0], arrs[0], unserved), kss[0]
+        return Part(stream, file, np.concatenate(ents), ak.concatenate(arrs), unserved), np.concatenate(kss)
+
+    def unserved(self, stream: str) -> dict[str, str]:
+        """What the current file's ``stream`` holds but cannot serve, of the branches the subscription wants."""
+        reader = self.position.reader
+        info = reader.trees.get(stream) if reader is not None else None
+        if info is None or not info.unserved:
+            return {}
+        wanted = self.subscription.branches_for(stream)
+        if wanted is None:
+            return dict(info.unserved)
+        return {b: why for b, why in info.unserved.items() if b in wanted}

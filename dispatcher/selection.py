@@ -21,6 +21,13 @@ used as a condition is true when nonzero (NaN is nonzero, as in ROOT).
   is nan) where numpy gives the exact remainder;
   ``**`` is float64 (``2 ** -1 == 0.5``); int ``+ - *`` wrap on overflow. Nothing
   raises: ``x / 0`` is inf or nan, and comparisons with nan are false except ``!=``.
+- Branches of other kinds (see ``dispatcher.streams``): a fixed-size array
+  (``float[3]``) takes the reductions like a variable-length list; either takes
+  indexing by a constant, ``pt[0] > 20`` (a list too short gives NaN, so the
+  comparison fails); a string branch compares with ``==``/``!=`` to a quoted
+  string (``name == "muon"``, nothing else with strings); a member of a split
+  object is named by its dotted name as uproot names it (``evt.Beg``). Branches
+  holding objects or nested lists cannot be used, and say so.
 - Empty lists: ``len``, ``sum`` give 0, ``any`` False, ``all`` True, and ``min``,
   ``max``, ``mean`` (computed in float64) NaN, so comparisons with them fail.
 
@@ -64,6 +71,10 @@ MAX_DEPTH = 64
 
 FUNCTIONS = frozenset({"abs", "sqrt", "exp", "log", "log10", "sin", "cos", "tan", "arctan2", "where"})
 REDUCTIONS = frozenset({"len", "sum", "min", "max", "mean", "any", "all"})
+#: what a branch holds (``dispatcher.streams``): one number, a variable-length or fixed-size
+#: list of numbers, a string, or anything else (objects, nested lists), which is not selectable
+BRANCH_KINDS = ("flat", "jagged", "fixed", "string", "other")
+_LISTS = ("jagged", "fixed")
 
 _ARITY = {"where": 3, "arctan2": 2}
 _INT64_MAX = 2**63 - 1
@@ -89,7 +100,8 @@ class SelectionError(ValueError):
 class _Input:
     local: str  # synthetic numexpr name
     branch: str
-    reduction: str | None  # None for a flat branch
+    reduction: str | None  # None for a flat branch; a reduction, "[k]" (indexing) or "==" (string equality)
+    literal: str | None = None  # the string compared with, for "=="
 
 
 @dataclass(frozen=True)
@@ -132,6 +144,10 @@ class Selection:
                 ) from None
             if item.reduction is None:
                 column = _flat_column(item.branch, value)
+            elif item.reduction == "==":
+                column = _string_column(item.branch, value, item.literal or "")
+            elif item.reduction.startswith("["):
+                column = _element_column(item.branch, value, int(item.reduction[1:-1]))
             else:
                 column = _reduced_column(item.reduction, item.branch, value)
             if length is None:
@@ -150,14 +166,18 @@ class Selection:
         return result
 
 
-def compile_selection(text: str, stream: str, branch_kinds: Mapping[str, str]) -> Selection:
+def compile_selection(
+    text: str, stream: str, branch_kinds: Mapping[str, str], unserved: Mapping[str, str] | None = None
+) -> Selection:
     """Parse, check and compile a selection.
 
     Args:
         text (str): the selection as the client wrote it.
         stream (str): the stream it applies to (used in messages).
         branch_kinds (Mapping[str, str]): every branch of that stream, mapped
-            to ``"flat"`` or ``"jagged"``.
+            to its kind (``BRANCH_KINDS``).
+        unserved (Mapping[str, str] | None): branches the stream has but cannot serve, with why
+            (named as such when a selection uses one); default None.
 
     Returns:
         Selection: ready to evaluate.
@@ -172,15 +192,15 @@ def compile_selection(text: str, stream: str, branch_kinds: Mapping[str, str]) -
             f"selection for stream {stream} is too long: {len(text)} characters (at most {MAX_LENGTH})"
         )
     for kind in branch_kinds.values():
-        if kind not in ("flat", "jagged"):
-            raise ValueError(f"branch kind must be 'flat' or 'jagged', not {kind!r}")
+        if kind not in BRANCH_KINDS:
+            raise ValueError(f"branch kind must be one of {BRANCH_KINDS}, not {kind!r}")
 
     # Columns are reported in the text as it would be displayed: one kind of newline.
     normalised = text.replace("\r\n", "\n").replace("\r", "\n")
     source = _Source.tokenize(normalised)
     tree = source.parse()
     source.check_depth(tree)
-    compiler = _Compiler(source, stream, branch_kinds)
+    compiler = _Compiler(source, stream, branch_kinds, unserved or {})
     expression = compiler.compile(tree)
     inputs = tuple(compiler.inputs)
     constants = compiler.constants
@@ -274,9 +294,7 @@ class _Source:
             # that never belong in a selection are named here too, the same on
             # every Python version (the tokenizer reports them differently).
             if char in "'\"":
-                raise source.error(
-                    "strings are not allowed in a selection (write branch names without quotes)", offset
-                )
+                continue  # a quoted string: only a string branch compares with one (see visit_Compare)
             if char == "#":
                 raise source.error("comments ('#') are not allowed in a selection", offset)
             if not (" " <= char <= "~" or char in "\t\n") or char in "$?`":
@@ -300,6 +318,19 @@ class _Source:
                 if kind in ("ENCODING", "NEWLINE", "NL", "INDENT", "DEDENT", "ENDMARKER"):
                     continue
                 if kind in ("NAME", "NUMBER"):
+                    tokens.append(_Token(string, start, end))
+                    continue
+                if kind == "COMMENT":
+                    raise source.error("comments ('#') are not allowed in a selection", start)
+                if kind == "STRING":
+                    if string[0] not in "'\"" or string[:3] in ("'''", '"""') or "\\" in string:
+                        raise source.error(
+                            "only plain quoted strings ('abc' or \"abc\": no prefix, escapes or triple "
+                            "quotes) are allowed, to compare with a string branch",
+                            start,
+                        )
+                    if tokens and tokens[-1].python[:1] in "'\"":
+                        raise source.error("two quoted strings in a row: write them as one", start)
                     tokens.append(_Token(string, start, end))
                     continue
                 if string == "!":  # an ERRORTOKEN before Python 3.12, an OP after
@@ -467,9 +498,11 @@ _REFUSED_OPERATORS = {
 _COMPREHENSION = "comprehensions are not allowed in a selection"
 _CONTAINER = "lists, tuples, sets and dicts are not allowed in a selection"
 _INDEXING = (
-    "indexing ('[...]') is not allowed in a selection; for a variable-length branch "
-    "use len(x), sum(x), min(x), max(x), mean(x), any(x) or all(x)"
+    "indexing ('[...]') is allowed only on an array branch by a whole number, e.g. pt[0]; "
+    "for the whole list use len(x), sum(x), min(x), max(x), mean(x), any(x) or all(x)"
 )
+#: the largest index a selection may take (a branch list is never this long)
+MAX_INDEX = 1_000_000
 _REFUSED_NODES = {
     ast.Attribute: "attribute access ('.') is not allowed in a selection",
     ast.Subscript: _INDEXING,
@@ -529,10 +562,13 @@ class _Compiler:
     literals, one becomes a named 0-d array (``_c0``); booleans always do.
     """
 
-    def __init__(self, source: _Source, stream: str, branch_kinds: Mapping[str, str]):
+    def __init__(
+        self, source: _Source, stream: str, branch_kinds: Mapping[str, str], unserved: Mapping[str, str]
+    ):
         self.source = source
         self.stream = stream
         self.kinds = dict(branch_kinds)
+        self.unserved = unserved
         self.inputs: list[_Input] = []
         self.constants: dict[str, np.ndarray] = {}
         self._locals: dict[object, str] = {}  # branch or literal -> synthetic name
@@ -573,13 +609,22 @@ class _Compiler:
 
     # -- names for numexpr
 
-    def _local(self, reduction: str | None, branch: str) -> str:
-        key = (reduction, branch)
+    def _local(self, reduction: str | None, branch: str, literal: str | None = None) -> str:
+        key = (reduction, branch, literal)
         if key not in self._locals:
             prefix = "_b" if reduction is None else "_r"
             self._locals[key] = f"{prefix}{len(self._locals)}"
-            self.inputs.append(_Input(self._locals[key], branch, reduction))
+            self.inputs.append(_Input(self._locals[key], branch, reduction, literal))
         return self._locals[key]
+
+    def _branch_of(self, node: ast.AST) -> str | None:
+        """The branch a name or a dotted name (a split object's member) stands for, if any."""
+        if isinstance(node, ast.Name):
+            return node.id if node.id in self.kinds else None
+        if isinstance(node, ast.Attribute):
+            dotted = self._dotted(node)
+            return dotted if dotted in self.kinds else None
+        return None
 
     def _constant(self, value: np.generic) -> str:
         key = (value.dtype.str, value.item())
@@ -633,7 +678,11 @@ class _Compiler:
         if isinstance(value, complex):
             raise self.refuse("complex numbers are not allowed in a selection", node)
         if isinstance(value, (str, bytes)):
-            raise self.refuse("strings are not allowed in a selection", node)
+            raise self.refuse(
+                "a quoted string can only be compared with == or != to a string branch "
+                "(e.g. name == \"muon\")",
+                node,
+            )
         raise self.refuse(f"{value!r} is not allowed in a selection", node)
 
     def visit_Name(self, node: ast.Name) -> _Code:
@@ -643,16 +692,80 @@ class _Compiler:
             if name in FUNCTIONS or name in REDUCTIONS:
                 raise self.refuse(f"{name!r} is a function; call it, e.g. {name}(...)", node)
             raise self.refuse(self._unknown_branch(name), node)
-        if kind == "jagged":
+        return self._branch_code(name, node)
+
+    def visit_Attribute(self, node: ast.Attribute) -> _Code:
+        branch = self._branch_of(node)
+        if branch is None:
+            raise self._refusal(node)
+        return self._branch_code(branch, node)
+
+    def _branch_code(self, name: str, node: ast.AST) -> _Code:
+        kind = self.kinds[name]
+        if kind in _LISTS:
+            what = "jagged (variable-length, a list per record)" if kind == "jagged" else "a fixed-size array"
             raise self.refuse(
-                f"branch {name!r} of stream {self.stream} is jagged (variable-length, a list per "
-                f"record) and cannot be used as one number; use a reduction such as len({name}), "
-                f"sum({name}), min({name}), max({name}), mean({name}), any({name}) or all({name})",
+                f"branch {name!r} of stream {self.stream} is {what} "
+                f"and cannot be used as one number; use a reduction such as len({name}), "
+                f"sum({name}), min({name}), max({name}), mean({name}), any({name}) or all({name}), "
+                f"or an element such as {name}[0]",
+                node,
+            )
+        if kind == "string":
+            raise self.refuse(
+                f"branch {name!r} of stream {self.stream} holds strings; compare it with == or != "
+                f"to a quoted string, e.g. {name} == \"abc\"",
+                node,
+            )
+        if kind != "flat":
+            raise self.refuse(
+                f"branch {name!r} of stream {self.stream} holds objects or nested lists, "
+                f"which a selection cannot use",
                 node,
             )
         return _Code(self._local(None, name), _NUM)
 
+    def visit_Subscript(self, node: ast.Subscript) -> _Code:
+        branch = self._branch_of(node.value)
+        index = node.slice
+        if branch is None or self.kinds[branch] not in _LISTS:
+            if branch is not None:
+                self._branch_code(branch, node.value)  # says what the branch is instead
+            raise self.refuse(_INDEXING, node)
+        if isinstance(index, ast.UnaryOp) and isinstance(index.op, ast.USub):
+            raise self.refuse("indexing counts from 0: negative indices are not supported", index)
+        if not isinstance(index, ast.Constant) or isinstance(index.value, bool) or not isinstance(index.value, int):
+            raise self.refuse(f"an index must be a whole number, e.g. {branch}[0]", index)
+        if index.value > MAX_INDEX:
+            raise self.refuse(f"index {index.value} is too large (at most {MAX_INDEX})", index)
+        return _Code(self._local(f"[{index.value}]", branch), _NUM)
+
+    def _string_comparison(self, node: ast.Compare) -> _Code | None:
+        """``name == "x"`` or ``name != "x"`` (either way round) for a string branch; None if not one."""
+        operands = [node.left, *node.comparators]
+        has_text = [isinstance(o, ast.Constant) and isinstance(o.value, (str, bytes)) for o in operands]
+        strings = [self._branch_of(o) for o in operands]
+        string_branch = [b is not None and self.kinds[b] == "string" for b in strings]
+        if not any(has_text) and not any(string_branch):
+            return None
+        if len(node.ops) != 1 or not isinstance(node.ops[0], (ast.Eq, ast.NotEq)):
+            raise self.refuse("a string branch is compared with == or != only, to one quoted string", node)
+        if sorted(has_text) != [False, True] or sorted(string_branch) != [False, True] or has_text == string_branch:
+            raise self.refuse(
+                "compare a string branch with == or != to a quoted string, e.g. name == \"abc\"", node
+            )
+        literal = operands[has_text.index(True)]
+        assert isinstance(literal, ast.Constant)
+        if not isinstance(literal.value, str):
+            raise self.refuse("byte strings are not allowed in a selection; use a plain quoted string", literal)
+        branch = strings[string_branch.index(True)]
+        assert branch is not None
+        code = self._local("==", branch, literal.value)
+        return _Code(code if isinstance(node.ops[0], ast.Eq) else f"(~{code})", _BOOL)
+
     def _unknown_branch(self, name: str) -> str:
+        if name in self.unserved:
+            return f"branch {name!r} of stream {self.stream} cannot be served: {self.unserved[name]}"
         suggestion = did_you_mean(name, self.kinds, kind="branches", listed=_LISTED_BRANCHES)
         return f"unknown branch {name!r} in selection for stream {self.stream}; {suggestion}"
 
@@ -719,6 +832,9 @@ class _Compiler:
         return _Code(_balanced([self.truth(self.visit(value)) for value in node.values], operator), _BOOL)
 
     def visit_Compare(self, node: ast.Compare) -> _Code:
+        text = self._string_comparison(node)
+        if text is not None:
+            return text
         operands = [node.left, *node.comparators]
         for operand in operands:
             self._check_comparison_operand(operand)
@@ -798,16 +914,17 @@ class _Compiler:
         if len(node.args) != 1:
             raise self.refuse(f"{usage} ({len(node.args)} arguments given)", node)
         argument = node.args[0]
-        if not isinstance(argument, ast.Name):
+        branch = self._branch_of(argument)
+        if branch is None:
+            if isinstance(argument, ast.Name):
+                raise self.refuse(self._unknown_branch(argument.id), argument)
             if type(argument) in _REFUSED_NODES:
                 raise self._refusal(argument)
             raise self.refuse(f"{usage}; expressions inside {name}() are not supported", argument)
-        branch = argument.id
-        kind = self.kinds.get(branch)
-        if kind is None:
-            raise self.refuse(self._unknown_branch(branch), argument)
-        if kind != "jagged":
-            raise self.refuse(f"{usage}; branch {branch!r} of stream {self.stream} is flat", argument)
+        kind = self.kinds[branch]
+        if kind not in _LISTS:
+            what = "is flat" if kind == "flat" else "holds strings" if kind == "string" else "holds objects"
+            raise self.refuse(f"{usage}; branch {branch!r} of stream {self.stream} {what}", argument)
         return _Code(self._local(name, branch), _BOOL if name in ("any", "all") else _NUM)
 
 
@@ -825,7 +942,7 @@ def _allowed_functions() -> str:
 def _typical_type(item: _Input, flat_type: type) -> type:
     if item.reduction is None or item.reduction == "sum":
         return flat_type
-    if item.reduction in ("any", "all"):
+    if item.reduction in ("any", "all", "=="):
         return np.bool_
     if item.reduction == "len":
         return np.int64
@@ -881,6 +998,25 @@ def _flat_column(branch: str, value) -> np.ndarray:
     if array.ndim != 1:
         raise SelectionError(f"branch {branch!r} is not flat; use a reduction such as len({branch})")
     return _numexpr_ready(branch, array)
+
+
+def _string_column(branch: str, value, literal: str) -> np.ndarray:
+    strings = value if isinstance(value, ak.Array) else ak.Array(value)
+    try:
+        return np.asarray(ak.to_numpy(ak.fill_none(strings == literal, False)), dtype=bool)
+    except Exception as err:
+        raise SelectionError(f"cannot compare {branch!r} with a string: {err}") from None
+
+
+def _element_column(branch: str, value, index: int) -> np.ndarray:
+    lists = value if isinstance(value, ak.Array) else ak.Array(value)
+    if lists.ndim != 2:
+        raise SelectionError(f"{branch}[{index}] needs one list of numbers per record")
+    try:
+        padded = ak.pad_none(ak.values_astype(lists, np.float64), index + 1, axis=1)
+        return np.asarray(ak.to_numpy(ak.fill_none(padded[:, index], np.nan)), dtype=np.float64)
+    except Exception as err:
+        raise SelectionError(f"cannot compute {branch}[{index}]: {err}") from None
 
 
 def _reduced_column(reduction: str, branch: str, value) -> np.ndarray:

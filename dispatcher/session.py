@@ -58,6 +58,7 @@ class Session:
         self.inorder = InOrder(self.position, self.reader)
         self.newest = Newest(self.position, self.reader)
         self.synced = Synced(self.position, self.reader)
+        self._unserved: dict[str, dict[str, str]] = {}  # what the subscribe checks found the streams cannot serve
 
     @property
     def sub(self) -> Subscription | None:
@@ -97,7 +98,10 @@ class Session:
             # From the current position: rewind what was read ahead but not served.
             # The new cut starts its own prescale count.
             self.reader.use(sub, {s: StreamCursor(old[s].served if s in old else 0) for s in sub.streams})
-        return {"file": self.position.file}
+        reply: dict = {"file": self.position.file}
+        if self._unserved:
+            reply["unserved"] = self._unserved
+        return reply
 
     def next(
         self, timeout: float, advance_by: int = 1, prefetch: int = 1
@@ -175,7 +179,12 @@ class Session:
     def _check_against_files(self, sub: Subscription) -> None:
         """Reject, at subscribe time, what the newest file that has a stream shows is wrong."""
         files = self.catalog.files()
+        self._unserved.clear()
         for stream in sub.streams:
             info = self.position.find_tree(stream, files)
             if info is not None:
                 check_stream(sub, stream, info)
+                wanted = sub.branches_for(stream)
+                lost = {b: why for b, why in info.unserved.items() if wanted is None or b in wanted}
+                if lost:
+                    self._unserved[stream] = lost

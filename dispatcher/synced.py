@@ -83,7 +83,7 @@ class Synced:
             if taken[s]:
                 ps = taken[s]
                 entries = np.concatenate([p.entries for p in ps])
-                parts.append(Part(s, file, entries, ak.concatenate([p.arrays for p in ps])))
+                parts.append(Part(s, file, entries, ak.concatenate([p.arrays for p in ps]), ps[0].unserved))
                 positions[s] = rows[s]
         return parts, SyncBatchLayout(nsets, positions)
 

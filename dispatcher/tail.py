@@ -5,6 +5,11 @@ opens the file at that moment can catch a half-written state. A reader that
 keeps one handle open never sees growth. So: re-open when ``stat`` says the file
 changed, and retry a failed open or read after a short pause, re-opening each
 time. A read either returns exactly the entries asked for or raises.
+
+A branch that uproot cannot read is never allowed to take its stream down with
+it: when a read keeps failing, each branch is tried alone, and those that fail
+alone are left out of this file's stream (logged at Warning, and reported to
+the client as *unserved*), while the others are served.
 """
 
 from __future__ import annotations
@@ -12,11 +17,14 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 import awkward as ak
 import numpy.ma  # noqa: F401  awkward imports it on the first read: load it once, before the parent forks
 import uproot
+
+from .streams import StreamInfo, entry_offsets, is_stream_class, schema, stream_info
 
 log = logging.getLogger("dds.tail")
 
@@ -26,6 +34,16 @@ RETRY_PAUSES = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
 #: our stat can leave (size, mtime) unchanged. An open this soon after the mtime is
 #: not trusted: the file is looked at once more when the tick has surely passed.
 SETTLE_SECONDS = 1.0
+#: stream layouts remembered per child (a DAQ writes the same few layouts into every file)
+SCHEMA_CACHE = 64
+
+#: the stream description the session uses (kept under its former name too)
+TreeInfo = StreamInfo
+
+T = TypeVar("T")
+
+_schemas: dict[tuple, tuple[dict[str, str], dict[str, str]]] = {}
+_told: set[tuple[str, str]] = set()  # (file path, stream or "") already warned about in this process
 
 
 class FileGone(OSError):
@@ -36,42 +54,33 @@ class Unreadable(Exception):
     """The file cannot be read as ROOT (not ROOT, truncated, still being created)."""
 
 
-@dataclass
-class TreeInfo:
-    name: str
-    num_entries: int
-    kinds: dict  # branch name -> "flat" | "jagged"
-    offsets: list = field(default_factory=list)  # entry offsets where every branch starts a basket
+def _warn_once(path: str, what: str, message: str, *args: Any) -> None:
+    if (path, what) not in _told:
+        _told.add((path, what))
+        log.warning(message, *args)
 
 
-def _kind(branch) -> str | None:
-    interp = branch.interpretation
-    if isinstance(interp, uproot.interpretation.numerical.AsDtype) and interp.inner_shape == ():
-        return "flat"
-    if isinstance(interp, uproot.interpretation.jagged.AsJagged) and isinstance(
-        interp.content, uproot.interpretation.numerical.AsDtype
-    ):
-        return "jagged"
-    return None  # strings, objects, fixed-size arrays: not served
-
-
-def _scan(file) -> dict[str, TreeInfo]:
-    trees = {}
-    for key, classname in file.classnames(cycle=False).items():
-        if classname != "TTree":
-            continue
-        tree = file[key]
-        kinds = {}
-        for b in tree.branches:
-            k = _kind(b)
-            if k is not None:
-                kinds[b.name] = k
-        trees[key] = TreeInfo(key, int(tree.num_entries), kinds)
-    return trees
+def _describe(obj: Any, name: str, bad: dict[str, str]) -> StreamInfo:
+    """The stream's description, its branch classification taken from the cache when the layout is known."""
+    key = (name, schema(obj))
+    cached = _schemas.get(key)
+    if cached is None:
+        info = stream_info(obj, name)
+        if len(_schemas) >= SCHEMA_CACHE:
+            _schemas.clear()
+        _schemas[key] = (dict(info.kinds), dict(info.unserved))
+    else:
+        kinds, unserved = cached
+        info = StreamInfo(name, int(obj.num_entries), dict(kinds), dict(unserved),
+                          rntuple=not isinstance(obj, uproot.behaviors.TBranch.HasBranches))
+    for b, why in bad.items():
+        info.kinds.pop(b, None)
+        info.unserved[b] = why
+    return info
 
 
 class FileReader:
-    """The trees of one data file.
+    """The streams of one data file.
 
     Args:
         path (str): full path of the file.
@@ -80,12 +89,13 @@ class FileReader:
     def __init__(self, path: str):
         self.path = path
         self.name = os.path.basename(path)
-        self._file = None
-        self._sig = None
+        self._file: Any = None
+        self._sig: tuple | None = None
         self._settled = False  # opened long enough after the last write that no write can hide
-        self.trees: dict[str, TreeInfo] = {}
+        self.trees: dict[str, StreamInfo] = {}
+        self._bad: dict[str, dict[str, str]] = {}  # stream -> branch -> why: failed alone in this file
 
-    def _stat(self):
+    def _stat(self) -> tuple:
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
@@ -101,10 +111,10 @@ class FileReader:
         self._reopen()
         return True
 
-    def _retrying(self, attempt, what: str):
+    def _retrying(self, attempt: Callable[[int], T], what: str, pauses: Iterable[float] = RETRY_PAUSES) -> T:
         """``attempt(n)`` for n = 0, 1, ... after short pauses, until it returns; then Unreadable."""
-        last = None
-        for n, pause in enumerate((0.0, *RETRY_PAUSES)):
+        last: Exception | None = None
+        for n, pause in enumerate((0.0, *pauses)):
             if pause:
                 time.sleep(pause)
             try:
@@ -116,14 +126,39 @@ class FileReader:
                 log.debug("retrying %s of %s: %s", what, self.name, exc)
         raise Unreadable(f"cannot {what} of {self.name}: {type(last).__name__}: {last}")
 
-    def _open_once(self) -> None:
+    def _scan(self, f: Any, strict: bool) -> dict[str, StreamInfo]:
+        """Every stream of the open file ``f``. ``strict``: any stream that fails fails the scan
+        (it may be a torn state); else such a stream is left out with a Warning."""
+        trees: dict[str, StreamInfo] = {}
+        classnames = f.classnames(recursive=True, cycle=False)
+        for key, classname in classnames.items():
+            if not is_stream_class(classname):
+                continue
+            try:
+                info = _describe(f[key], key, self._bad.get(key, {}))
+            except Exception as exc:
+                if strict:
+                    raise
+                _warn_once(self.path, key, "cannot read stream %s (%s) in file %s: %s: %s",
+                           key, classname, self.name, type(exc).__name__, exc)
+                continue
+            trees[key] = info
+            for b, why in info.unserved.items():
+                _warn_once(self.path, f"{key}/{b}", "file %s, stream %s: branch %s is not served: %s",
+                           self.name, key, b, why)
+        if classnames and not any(t.kinds for t in trees.values()):
+            _warn_once(self.path, "", "file %s has no stream DDS can serve (objects: %s)", self.name,
+                       ", ".join(f"{k} ({c})" for k, c in list(classnames.items())[:10]))
+        return trees
+
+    def _open_once(self, strict: bool = True) -> None:
         stat_time = time.time()
         sig = self._stat()
         # no array cache: every range is read once, and a cache would hold up to 100 MB per child
         f = uproot.open(self.path, handler=uproot.source.file.MultithreadedFileSource, use_threads=False,
                         array_cache=None)
         try:
-            trees = _scan(f)
+            trees = self._scan(f, strict)
         except BaseException:
             f.close()
             raise
@@ -132,37 +167,76 @@ class FileReader:
         self._settled = stat_time - sig[2] / 1e9 >= SETTLE_SECONDS
 
     def _reopen(self) -> None:
-        self._retrying(lambda n: self._open_once(), "read the ROOT structure")
+        last = len(RETRY_PAUSES)
+        self._retrying(lambda n: self._open_once(strict=n < last), "read the ROOT structure")
 
-    def offsets(self, stream: str) -> list:
+    def offsets(self, stream: str) -> list[int]:
         info = self.trees[stream]
-        assert self._file is not None, "offsets of a closed file"
         if not info.offsets or info.offsets[-1] != info.num_entries:
             try:
-                info.offsets = [int(x) for x in self._file[stream].common_entry_offsets()]
+                info.offsets = entry_offsets(self._file[stream])
             except Exception:
                 info.offsets = [0, info.num_entries]
         return info.offsets
 
-    def read(self, stream: str, branches, start: int, stop: int) -> ak.Array:
-        """Entries ``[start, stop)`` of ``branches`` of tree ``stream`` as an awkward record array."""
+    def _arrays(self, stream: str, names: Iterable[str], start: int, stop: int) -> ak.Array:
+        if self._file is None:
+            raise Unreadable(f"{self.name} is not open")
+        obj = self._file[stream]
+        if obj.num_entries < stop:
+            raise ValueError(f"stream has {obj.num_entries} entries, wanted {stop}")
         # filter_name with a callable: branch names are matched, never parsed as expressions
-        wanted = frozenset(branches).__contains__
+        arrays = obj.arrays(filter_name=frozenset(names).__contains__, entry_start=start, entry_stop=stop,
+                            library="ak")
+        if len(arrays) != stop - start:
+            raise ValueError(f"read {len(arrays)} entries, wanted {stop - start}")
+        return arrays
+
+    def read(self, stream: str, branches: Iterable[str], start: int, stop: int) -> ak.Array:
+        """Entries ``[start, stop)`` of ``branches`` of ``stream`` as an awkward record array.
+
+        A branch that cannot be read alone is dropped from this file's stream (see the
+        module docstring): the array then lacks it, and ``trees[stream].unserved`` says why.
+        """
+        names = list(branches)
+        what = f"read {stream}[{start}:{stop}]"
 
         def attempt(n: int) -> ak.Array:
             if n:
                 self._open_once()  # a failed read may have met a torn state: look again
-            if self._file is None:
-                raise Unreadable(f"{self.name} is not open")
-            tree = self._file[stream]
-            if tree.num_entries < stop:
-                raise ValueError(f"tree has {tree.num_entries} entries, wanted {stop}")
-            arrays = tree.arrays(filter_name=wanted, entry_start=start, entry_stop=stop, library="ak")
-            if len(arrays) != stop - start:
-                raise ValueError(f"read {len(arrays)} entries, wanted {stop - start}")
-            return arrays
+            return self._arrays(stream, names, start, stop)
 
-        return self._retrying(attempt, f"read {stream}[{start}:{stop}]")
+        try:
+            return self._retrying(attempt, what, RETRY_PAUSES[:1])
+        except Unreadable:
+            if not self._drop_unreadable(stream, names, start, stop):
+                raise
+        names = [b for b in names if b not in self._bad.get(stream, {})]
+        return self._retrying(attempt, what)
+
+    def _drop_unreadable(self, stream: str, names: list[str], start: int, stop: int) -> bool:
+        """Try each branch alone; drop from this file's stream those that fail while others read.
+        True if any was dropped."""
+        bad: dict[str, str] = {}
+        for b in names:
+            try:
+                self._arrays(stream, [b], start, stop)
+            except (FileGone, Unreadable):
+                raise
+            except Exception as exc:
+                text = str(exc).strip().splitlines()
+                bad[b] = f"uproot cannot read it: {type(exc).__name__}: {text[0][:200] if text else ''}"
+        if not bad or len(bad) == len(names):
+            return False
+        self._bad.setdefault(stream, {}).update(bad)
+        info = self.trees.get(stream)
+        for b, why in bad.items():
+            if info is not None:
+                info.kinds.pop(b, None)
+                info.unserved[b] = why
+            _warn_once(self.path, f"{stream}/{b}", "file %s, stream %s: branch %s is not served: %s",
+                       self.name, stream, b, why)
+        return True
 
     def close(self) -> None:
         if self._file is not None:

@@ -539,11 +539,12 @@ def test_branch_names_like_synthetic_locals_do_not_collide():
     assert select("x > 0 and _b1 < 0 and _b0 == 0", data, kinds).tolist() == [True, False]
 
 
-def test_dotted_branch_name_is_refused_explaining_why():
+def test_dotted_branch_name_selects_a_split_member():
     kinds = {"fHits.fX": "flat", "run": "flat"}
-    message = refused("fHits.fX > 1", kinds)
-    assert "branch 'fHits.fX' cannot be used in a selection: its name is not an identifier" in message
-    assert compile_selection("run > 1", STREAM, kinds).branches == {"run"}
+    data = {"fHits.fX": np.array([0.5, 2.0, 3.0]), "run": np.array([1, 2, 1])}
+    assert compile_selection("fHits.fX > 1", STREAM, kinds).branches == {"fHits.fX"}
+    assert select("fHits.fX > 1 && run == 1", data, kinds).tolist() == [False, False, True]
+    assert "attribute access" in refused("fHits.fY > 1", kinds)
 
 
 def test_unknown_branch_suggests_closest_and_lists_branches():
@@ -607,16 +608,16 @@ _HOSTILE = [
     ("{i for i in x}", "comprehensions are not allowed"),
     ("sum(i for i in x)", "comprehensions are not allowed"),
     ("x[0] > 1", "indexing"),
-    ("hits[0] > 1", "indexing"),
-    ("hits[1:] > 1", "indexing"),
-    ("open('/etc/passwd')", "strings are not allowed"),
+    ("hits[-1] > 1", "negative indices are not supported"),
+    ("hits[1:] > 1", "an index must be a whole number"),
+    ("open('/etc/passwd')", "unknown function 'open'"),
     ("open(x)", "unknown function 'open'"),
     ("globals()", "unknown function 'globals'"),
-    ("x == 'nhits'", "strings are not allowed"),
-    ('"a" == "a"', "strings are not allowed"),
-    ("x == b'a'", "strings are not allowed"),
-    ("f'{x}' == 1", "strings are not allowed"),
-    ("x == 'unterminated", "strings are not allowed"),
+    ("x == 'nhits'", "compare a string branch with == or != to a quoted string"),
+    ('"a" == "a"', "compare a string branch with == or != to a quoted string"),
+    ("x == b'a'", "only plain quoted strings"),
+    ("f'{x}' == 1", "only plain quoted strings"),
+    ("x == 'unterminated", "unexpected character"),
     ("sqrt(x=1) > 0", "positional arguments only"),
     ("where(x > 0, 1, 0, y=1)", "positional arguments only"),
     ("sqrt(*x) > 0", "'*' unpacking is not allowed"),
@@ -771,10 +772,86 @@ def test_many_terms_within_evaluator_limits_compile():
 
 
 def test_bad_branch_kind_is_a_programming_error():
-    with pytest.raises(ValueError, match="'flat' or 'jagged'"):
+    with pytest.raises(ValueError, match="branch kind must be one of"):
         compile_selection("x > 1", STREAM, {"x": "float"})
 
 
 def test_non_string_selection_is_refused():
     with pytest.raises(SelectionError, match="must be a string"):
         compile_selection(42, STREAM, KINDS)
+
+
+# ---------------------------------------------------------------- branches of other kinds
+
+TYPED = {
+    "name": ak.Array(["muon", "electron", "", "muon", "tau"]),
+    "pt": ak.Array([[25.0, 3.0], [], [19.5], [40.0, 21.0, 1.0], [5.0]]),
+    "xyz": ak.Array(np.array([[1, 2, 3], [4, 5, 6], [7, 8, 9], [0, 0, 1], [-1, -2, -3]], dtype=np.int32)),
+    "obj": ak.Array([{"a": 1}, {"a": 2}, {"a": 3}, {"a": 4}, {"a": 5}]),
+    "n": np.arange(5),
+}
+TYPED_KINDS = {"name": "string", "pt": "jagged", "xyz": "fixed", "obj": "other", "n": "flat"}
+
+
+def typed(text):
+    return select(text, TYPED, TYPED_KINDS).tolist()
+
+
+def test_string_branch_compares_with_a_quoted_string_either_way_round():
+    assert typed("name == 'muon'") == [True, False, False, True, False]
+    assert typed('"muon" != name') == [False, True, True, False, True]
+    assert typed("name == ''") == [False, False, True, False, False]
+    assert typed("name == 'muon' && n > 0") == [False, False, False, True, False]
+
+
+def test_string_literal_is_data_not_code():
+    assert typed("name == 'x) | (1 == 1'") == [False] * 5
+    assert typed("name == '__import__(\"os\")'") == [False] * 5
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("name < 'm'", "compared with == or != only"),
+        ("name == name", "to a quoted string"),
+        ("name > 1", "compared with == or != only"),
+        ("name == 'a' 'b'", "two quoted strings in a row"),
+        ("n == 'a'", "compare a string branch"),
+        ("len(name) > 1", "holds strings"),
+        ("name", "holds strings"),
+        ("obj > 1", "holds objects or nested lists"),
+        ("sum(obj) > 1", "holds objects"),
+        ("obj[0] > 1", "holds objects or nested lists"),
+        ("xyz > 1", "a fixed-size array"),
+        ("pt[n] > 1", "an index must be a whole number"),
+        ("pt[True] > 1", "an index must be a whole number"),
+        ("pt[10000000] > 1", "too large"),
+    ],
+)
+def test_selections_other_kinds_cannot_take_are_refused_with_a_reason(text, fragment):
+    assert fragment in refused_typed(text)
+
+
+def refused_typed(text):
+    with pytest.raises(SelectionError) as info:
+        compile_selection(text, STREAM, TYPED_KINDS)
+    return str(info.value)
+
+
+def test_indexing_by_a_constant_gives_nan_past_the_end():
+    assert typed("pt[0] > 20") == [True, False, False, True, False]
+    assert typed("pt[1] > 2") == [True, False, False, True, False]
+    assert typed("pt[1] != pt[1]") == [False, True, True, False, True]  # NaN where the list is short
+
+
+def test_fixed_size_arrays_take_reductions_and_indexing():
+    data = np.asarray(TYPED["xyz"])
+    assert typed("sum(xyz) > 6") == (data.sum(axis=1) > 6).tolist()
+    assert typed("max(xyz) >= 6 || xyz[2] == 1") == ((data.max(axis=1) >= 6) | (data[:, 2] == 1)).tolist()
+    assert typed("len(xyz) == 3") == [True] * 5
+
+
+def test_unserved_branch_is_named_with_its_reason():
+    with pytest.raises(SelectionError) as info:
+        compile_selection("bad > 1", STREAM, {"n": "flat"}, {"bad": "uproot cannot read it: ValueError"})
+    assert "branch 'bad' of stream" in str(info.value) and "cannot be served: uproot cannot read it" in str(info.value)
