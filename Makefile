@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint demo bench bench-quick clean
+.PHONY: test lint demo bench bench-quick compat clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -28,6 +28,10 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	BENCH_QUICK=1 $(PY) -m bench.run
+
+# every stream of every file of the full corpus (DDS_CORPUS, default ../shared/corpus) against uproot
+compat: $(STAMP)
+	$(PY) tests/corpus.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
