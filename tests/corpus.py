@@ -246,8 +246,10 @@ def main(argv: list[str]) -> int:
             print(line, flush=True)
     print(json.dumps(summary(results)))
     print(f"{len(files)} files in {time.monotonic() - t0:.0f} s")
-    with open(os.environ.get("DDS_COMPAT_JSON", "compat.json"), "w") as f:
-        json.dump([asdict(o) for o in results], f, indent=1)
+    out = os.environ.get("DDS_COMPAT_JSON")  # every outcome, for a closer look
+    if out:
+        with open(out, "w") as f:
+            json.dump([asdict(o) for o in results], f, indent=1)
     return 0 if all(o.status in ("exact", "unreadable", "unopenable") for o in results) else 1
 
 

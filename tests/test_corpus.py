@@ -10,9 +10,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from corpus import run
 
 from clients import DDSClient, DDSError, MessageType, Subscription
+from corpus import run
 
 SUBSET = Path(__file__).resolve().parent / "data" / "corpus"
 FILES = sorted(p.name for p in SUBSET.glob("*.root"))

@@ -12,9 +12,9 @@ import awkward as ak
 import numpy as np
 import pytest
 import uproot
-from corpus import same_array
 
 from clients import DDSClient, DDSError, MessageType, Subscription
+from corpus import same_array
 
 STEPS = 12
 PER_STEP = 7
