@@ -104,20 +104,53 @@ def _branches(streams: tuple, expressions):
 
 
 def _numpy(arrays: ak.Array) -> dict:
-    """uproot's ``library="np"``: flat branches as numpy arrays, jagged ones as object arrays of arrays."""
-    out = {}
-    for name in arrays.fields:
-        column = arrays[name]
-        if column.ndim == 1:
-            out[name] = ak.to_numpy(column)
-            continue
+    """uproot's ``library="np"`` for a TTree: numbers (and fixed-size arrays of them) as numpy
+    arrays, strings as object arrays of ``str``, lists as object arrays of arrays."""
+    return {name: _column(arrays[name]) for name in arrays.fields}
+
+
+def _column(column: ak.Array) -> np.ndarray:
+    params = column.layout.parameters or {}
+    if params.get("__array__") in ("string", "bytestring"):
+        return _objects(column.to_list())
+    if column.ndim == 1 and not column.fields:
+        return ak.to_numpy(column)
+    if not column.fields and _is_regular(column):
+        return ak.to_numpy(column)  # fixed-size arrays: an N-dimensional array, as uproot gives
+    if column.ndim == 2 and not column.fields:
         counts = ak.to_numpy(ak.num(column, axis=1))
         flat = ak.to_numpy(ak.flatten(column, axis=None))
-        pieces = np.split(flat, np.cumsum(counts)[:-1]) if len(counts) else []
-        obj = np.empty(len(counts), dtype=object)
-        for i, piece in enumerate(pieces):
-            obj[i] = piece
-        out[name] = obj
+        return _objects(np.split(flat, np.cumsum(counts)[:-1]) if len(counts) else [])
+    return _objects([_item(x) for x in column])
+
+
+def _is_regular(column: ak.Array) -> bool:
+    """Fixed-size arrays all the way down (a jagged column whose lists happen to be equal is not)."""
+    layout = column.layout
+    if not isinstance(layout, ak.contents.RegularArray) and not (
+        isinstance(layout, ak.contents.NumpyArray) and layout.data.ndim > 1
+    ):
+        return False
+    try:
+        ak.to_numpy(column)
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
+def _item(value):
+    """One entry of a nested column as numpy: lists of numbers become arrays, records dicts."""
+    if isinstance(value, ak.Array):
+        return _column(value)
+    if isinstance(value, ak.Record):
+        return {k: _item(value[k]) for k in value.fields}
+    return value
+
+
+def _objects(items) -> np.ndarray:
+    out = np.empty(len(items), dtype=object)
+    for i, item in enumerate(items):
+        out[i] = item
     return out
 
 

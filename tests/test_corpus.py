@@ -57,3 +57,24 @@ def test_a_branch_uproot_cannot_read_is_logged_reported_and_refused_by_name(data
     log = server.log
     assert "F00000001_0001.root, stream tree: branch pointer is not served" in log
     assert log.count("branch pointer is not served") == 1  # once per file, not per read or client request
+
+
+@pytest.mark.parametrize("name, stream", [("uproot-small-evnt-tree-fullsplit.root", "tree"),
+                                          ("uproot-HZZ-zlib.root", "events")])
+def test_iterate_with_numpy_gives_what_uproot_iterate_gives(data_dir, server, name, stream):
+    import numpy as np
+    import uproot
+
+    import clients
+
+    shutil.copy(SUBSET / name, data_dir / "F00000001_0001.root")
+    steps = list(clients.iterate(f"{server.host}:{server.port}", [stream], step_size=40, timeout=1.0, library="np"))
+    path = str(data_dir / "F00000001_0001.root")
+    expected = list(uproot.iterate(f"{path}:{stream}", step_size=40, library="np"))
+    assert len(steps) == len(expected)
+    for got, want in zip(steps, expected):
+        assert sorted(got) == sorted(want)
+        for key, column in want.items():
+            assert got[key].dtype == column.dtype and got[key].shape == column.shape, key
+            for a, b in zip(got[key], column):
+                assert (a == b) if isinstance(b, str) else np.array_equal(np.asarray(a), np.asarray(b)), key
