@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint demo bench bench-quick compat clean
+.PHONY: test lint demo bench bench-quick compat clean browser
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -12,8 +12,12 @@ $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test,bench]'
 	touch $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest -n 2 tests
+
+# the ddsmonitor page test drives Debian's chromium headless; installed only where missing
+browser:
+	@test -x /usr/bin/chromium || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
 
 # ruff over the whole tree; mypy over the packages its config names (dispatcher, clients)
 lint: $(STAMP)
