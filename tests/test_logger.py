@@ -50,11 +50,11 @@ def events_logged(outdir) -> int:
     db = Path(outdir) / "ddslogger.db"
     if not db.exists():
         return 0
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    con = sqlite3.connect(db, timeout=10)  # not read-only: a reader after a kill rolls back its hot journal
     try:
+        if not con.execute("SELECT name FROM sqlite_master WHERE name = 'events'").fetchone():
+            return 0  # the schema is not made yet
         return con.execute("SELECT count(*) FROM events").fetchone()[0]
-    except sqlite3.OperationalError:  # schema not made yet
-        return 0
     finally:
         con.close()
 

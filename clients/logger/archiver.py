@@ -79,8 +79,11 @@ class Archiver(threading.Thread):
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.failures = 0
+        self.drain = False
 
-    def stop(self) -> None:
+    def stop(self, drain: bool = False) -> None:
+        """End the thread; with ``drain``, after one more attempt at what is due (files closed at a stop)."""
+        self.drain = drain
         self.stopping.set()
         self.wake.set()
 
@@ -97,13 +100,15 @@ class Archiver(threading.Thread):
                     self.wake.wait(backoff)
                     backoff = min(backoff * 2, self.max_backoff)
                 self.wake.clear()
+            if self.drain:
+                self._pass(store, draining=True)
         finally:
             store.close()
 
-    def _pass(self, store: Store) -> bool:
+    def _pass(self, store: Store, draining: bool = False) -> bool:
         """Archive (and delete) what is due; False when the destination failed."""
         for name in store.to_archive():
-            if self.stopping.is_set():
+            if self.stopping.is_set() and not draining:
                 return True
             try:
                 sha = archive_one(self.outdir / name, self.dest)

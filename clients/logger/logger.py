@@ -316,6 +316,6 @@ class DataLogger:
             else:
                 self.checkpoint()
             if self.archiver is not None:
-                self.archiver.stop()
-                self.archiver.join(10.0)
+                self.archiver.stop(drain=True)
+                self.archiver.join(30.0)
             self.store.close()

@@ -59,13 +59,14 @@ class Store:
 
     Args:
         outdir (Path): the output directory; the database is ``outdir/ddslogger.db``.
-        readonly (bool): open for queries only (``--find``); default False.
+        readonly (bool): for queries only (``--find``): no schema is made; default False. (Not SQLite's
+            read-only mode, which cannot roll back the journal a kill left.)
     """
 
     def __init__(self, outdir: Path, readonly: bool = False):
         self.path = Path(outdir) / DB_NAME
         if readonly:
-            self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)
+            self.db = sqlite3.connect(self.path, timeout=30)
         else:
             self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             self.db.execute("PRAGMA synchronous=FULL")
