@@ -39,7 +39,7 @@ def test_sigkill_at_random_moments_and_a_server_restart_still_log_every_record_e
         before = events_logged(outdir)
         proc = start_logger(server, outdir, *args)
         try:
-            wait_until(lambda b=before: events_logged(outdir) > b or proc.poll() is not None, timeout=30,
+            wait_until(lambda b=before, p=proc: events_logged(outdir) > b or p.poll() is not None, timeout=30,
                        what="the logger to log more")
             time.sleep(rng.uniform(0.0, 0.3))
         finally:
