@@ -121,7 +121,13 @@ def serve(config_path: str, host: str, port: int, http_port: int, bind: str, tok
         await task
 
     import asyncio
+    import signal
 
+    # uvicorn stops on SIGINT/SIGTERM and then raises the signal again for the handler found
+    # before it: a recorder here makes that a normal exit (status 0) instead of a death by signal
+    received: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, _frame: received.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         asyncio.run(run())
     finally:
@@ -130,6 +136,8 @@ def serve(config_path: str, host: str, port: int, http_port: int, bind: str, tok
         for feed in feeds:
             feed.join(10)
         sock.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return EXIT_OK
 
 

@@ -15,6 +15,7 @@ profile::
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import json
 import os
@@ -59,6 +60,7 @@ class Chromium:
             raise ChromiumError(f"no browser at {executable}: install Debian's chromium (make browser)")
         self.profile = tempfile.mkdtemp(prefix="ddsmonitor-chromium-")
         self._ids = itertools.count(1)
+        self._stack = contextlib.ExitStack()
         self.proc = subprocess.Popen(
             [executable, *FLAGS, f"--user-data-dir={self.profile}", "--remote-debugging-port=0",
              f"--window-size={width},{height}", "about:blank"],
@@ -66,7 +68,10 @@ class Chromium:
         try:
             port = self._devtools_port(start_timeout)
             page = self._page_socket(port, start_timeout)
-            self.ws = connect(page, max_size=None, open_timeout=start_timeout)
+            self.ws = self._stack.enter_context(connect(page, max_size=None, open_timeout=start_timeout))
+            # the page gets exactly this size (the window's own frame would take some of it)
+            self.call("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1,
+                      mobile=False)
         except BaseException:
             self.close()
             raise
@@ -169,9 +174,7 @@ class Chromium:
 
     def close(self) -> None:
         """End the browser's process group and remove its profile."""
-        ws = getattr(self, "ws", None)
-        if ws is not None:
-            ws.close()
+        self._stack.close()
         if self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGTERM)
