@@ -85,6 +85,7 @@ class Demo:
         self.daq: subprocess.Popen | None = None
         self.monitor = None
         self.display = None
+        self.web = None  # ddsmonitor: the online monitor in the browser
         self.notes: list[str] = []
 
     def say(self, text: str) -> None:
@@ -151,6 +152,22 @@ class Demo:
 
         self.monitor = LiveMonitor("127.0.0.1", self.port).start()
         self.display = EventDisplay("127.0.0.1", self.port).start()
+
+    def start_web_monitor(self) -> None:
+        """``ddsmonitor`` with ``demo/monitor.toml`` (port 8080, or a free one); says its URL."""
+        from clients.monitor.testing import MonitorProc
+
+        for http_port in (8080, 0) if port_is_free(8080) else (0,):  # 8080 may be taken meanwhile
+            try:
+                self.web = MonitorProc(Path(__file__).with_name("monitor.toml"), "127.0.0.1", self.port,
+                                       http_port=http_port, log_file=os.path.join(self.tmp, "ddsmonitor.log"))
+                break
+            except RuntimeError as exc:
+                failure = exc
+        else:
+            self.say(f"the online monitor did not start: {failure}")
+            return
+        self.say(f"online monitor in the browser: {self.web.url}")
 
     # ---- showing -----------------------------------------------------------------
 
@@ -238,6 +255,8 @@ class Demo:
             self.stop_daq()
             self.drain()
             self.stop_clients()
+            if self.web is not None:
+                report.append(f"ddsmonitor stopped (exit status {self.web.stop()})")
             if self.monitor is not None:
                 try:
                     written = self.written()
@@ -300,6 +319,7 @@ def run_demo(seconds: float, *, port: int = DEFAULT_PORT, refresh: float | None 
                  f".venv/bin/ddsjob -p {demo.port} -m EventDump")
         demo.wait_first_file()
         demo.start_clients()
+        demo.start_web_monitor()
         began = time.monotonic()
         deadline = began + seconds
         next_frame = began + min(refresh, seconds)

@@ -33,7 +33,7 @@ def monitor_command() -> list[str]:
 
 
 class MonitorProc:
-    """``ddsmonitor`` on 127.0.0.1 with a free HTTP port, in its own process group.
+    """``ddsmonitor`` on 127.0.0.1 (a free HTTP port unless told), in its own process group.
 
     Args:
         config (str | Path): the monitor config.
@@ -41,13 +41,14 @@ class MonitorProc:
         token_file (str | Path | None): passed as ``--token-file``; default none (read-only).
         log_file (str | Path | None): where its output goes; default a temporary file.
         start_timeout (float): seconds to wait for the ``serving`` line; default 30.
+        http_port (int): the page's port; default 0 (a free one).
 
     Raises:
         RuntimeError: it exited, or printed no URL in time (with its output).
     """
 
     def __init__(self, config, host: str, port: int, *, token_file=None, log_file=None,
-                 start_timeout: float = 30.0) -> None:
+                 start_timeout: float = 30.0, http_port: int = 0) -> None:
         self._kept: str | None = None
         if log_file is None:
             handle, name = tempfile.mkstemp(prefix="ddsmonitor-", suffix=".log")
@@ -57,7 +58,7 @@ class MonitorProc:
         else:
             self._own_log = False
             self.log_path = Path(log_file)
-        cmd = [*monitor_command(), "--config", str(config), "-H", host, "-p", str(port), "--port", "0",
+        cmd = [*monitor_command(), "--config", str(config), "-H", host, "-p", str(port), "--port", str(http_port),
                "--bind", "127.0.0.1"]
         if token_file is not None:
             cmd += ["--token-file", str(token_file)]
