@@ -10,7 +10,7 @@ import pytest
 
 from clients.monitor.config import ConfigError, load_config, parse_config
 from clients.monitor.quantity import QuantityError, parse_quantity
-from conftest import BIN, ROOT
+from conftest import BIN, ROOT, snarl_data, write_file
 
 GOOD = """\
 [monitor]
@@ -141,3 +141,15 @@ def test_quantities_compute_per_record_and_per_element():
     assert parse_quantity("where(trigsrc == 1 && nhits > 1, nhits, 0)").values(arrays).tolist() == [0, 0, 3]
     with pytest.raises(QuantityError, match="did you mean 'nhits'"):
         parse_quantity("nhit").values(arrays, "DaqSnarl")
+
+
+def test_a_cut_the_server_refuses_stops_ddsmonitor_naming_the_line_of_the_cut(data_dir, server, tmp_path):
+    write_file(data_dir / "F1.root", {"DaqSnarl": snarl_data(0, 20)})
+    path = tmp_path / "monitor.toml"
+    path.write_text(broken('cut = "trigsrc == 1"', 'cut = "kind == 1 && nhit > 3"').replace('"plane"', '"nhits"')
+                    .replace('"adc"', '"energy"'))
+    done = subprocess.run([str(BIN / "ddsmonitor"), "--config", str(path), "-H", server.host, "-p", str(server.port),
+                           "--port", "0"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert f"{path}, line 18: histogram 'adc_vs_plane', key 'cut': unknown branch 'nhit'" in done.stderr
+    assert "did you mean 'nhits'?" in done.stderr

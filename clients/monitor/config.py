@@ -111,6 +111,7 @@ class HistogramSpec:
         reset (str | float): ``"never"``, ``"file"``, or the seconds of a sliding window.
         title (str), xlabel (str), ylabel (str): labels for the page.
         line (int): where it is declared, for later messages.
+        key_lines (tuple[tuple[str, int], ...]): the line of each of its keys.
     """
 
     name: str
@@ -127,6 +128,11 @@ class HistogramSpec:
     xlabel: str = ""
     ylabel: str = ""
     line: int = 0
+    key_lines: tuple[tuple[str, int], ...] = ()
+
+    def line_of(self, key: str) -> int:
+        """The line of one of its keys in the config file (else the histogram's own line)."""
+        return dict(self.key_lines).get(key, self.line)
 
     @property
     def span(self) -> float:
@@ -387,7 +393,9 @@ class _Checker:
         labels = {k: self.get(table, k, at, what, str, "", describe="a string") for k in ("title", "xlabel", "ylabel")}
         return HistogramSpec(name=name, stream=stream, kind=kind, x=x, y=y, time=time, bins=bins, ranges=ranges,
                              cut=cut or None, reset=float(reset) if not isinstance(reset, str) else reset,
-                             line=line_of(self.lines, at), **labels)
+                             line=line_of(self.lines, at), **labels,
+                             key_lines=tuple((path[-1], n) for path, n in self.lines.items()
+                                             if len(path) == len(at) + 1 and path[:-1] == at))
 
     def bins(self, table: dict, at: KeyPath, what: str, axes: int, default: int | None) -> Any:
         raw = table.get("bins", default)

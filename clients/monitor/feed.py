@@ -91,7 +91,8 @@ class Feed(threading.Thread):
                         if exc.message_type in (MessageType.BAD_SELECTION, MessageType.BAD_SUBSCRIPTION):
                             self.error = self.explain(exc)
                             self.state = "refused"
-                            log.error("%s", self.error)
+                            if self.subscribed.is_set():  # at start, ddsmonitor itself says it and exits
+                                log.error("%s", self.error)
                             return
                         raise
                     finally:
@@ -137,12 +138,13 @@ class Feed(threading.Thread):
         message = str(exc).splitlines()[0]
         if exc.message_type is MessageType.BAD_SELECTION:
             spec = self.specs[0]
-            return f"{self.config.path}, line {spec.line}: histogram {spec.name!r}, key 'cut': {message}"
+            return f"{self.config.path}, line {spec.line_of('cut')}: histogram {spec.name!r}, key 'cut': {message}"
         found = _UNKNOWN_BRANCH.search(message)
         for spec in self.specs:
             for key, quantity in (("x", spec.x), ("y", spec.y), ("time", spec.time)):
                 if found and quantity is not None and found.group(1) in quantity.branches:
-                    return f"{self.config.path}, line {spec.line}: histogram {spec.name!r}, key {key!r}: {message}"
+                    return (f"{self.config.path}, line {spec.line_of(key)}: histogram {spec.name!r}, key {key!r}: "
+                            f"{message}")
         return f"{self.config.path}: stream {self.stream}: {message}"
 
 

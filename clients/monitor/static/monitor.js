@@ -207,7 +207,7 @@
       scales: { x: { time: xTime }, y: canvas.log ? { distr: 3 } : { range: (u, lo, hi) => [Math.min(0, lo), hi > 0 ? hi * 1.1 : 1] } },
       axes: [{ label: xlabel }, { label: ylabel }],
       series: [{}, xTime
-        ? { stroke: "#1565c0", width: 1.5, spanGaps: false, points: { show: pd.data[0].length < 60 } }
+        ? { stroke: "#1565c0", width: 1.5, spanGaps: false, points: { show: pd.data[0].length <= 30 } }
         : { stroke: "#1565c0", fill: "rgba(21,101,192,0.15)", width: 1.2, paths: uPlot.paths.stepped({ align: 1 }),
             points: { show: false } }] };
   }
