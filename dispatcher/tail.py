@@ -94,6 +94,7 @@ class FileReader:
         self._settled = False  # opened long enough after the last write that no write can hide
         self.trees: dict[str, StreamInfo] = {}
         self._bad: dict[str, dict[str, str]] = {}  # stream -> branch -> why: failed alone in this file
+        self._branch_maps: dict[str, dict[str, Any]] = {}  # stream -> branch name -> TBranch, of this open
 
     def _stat(self) -> tuple:
         try:
@@ -164,6 +165,7 @@ class FileReader:
             raise
         self.close()
         self._file, self._sig, self.trees = f, sig, trees
+        self._branch_maps = {}
         self._settled = stat_time - sig[2] / 1e9 >= SETTLE_SECONDS
 
     def _reopen(self) -> None:
@@ -179,15 +181,39 @@ class FileReader:
                 info.offsets = [0, info.num_entries]
         return info.offsets
 
+    def _branches(self, stream: str) -> dict[str, Any]:
+        """A TTree's branches by the name ``arrays()`` gives them, looked up once per open: uproot's
+        own name matching walks every branch on every call (seconds per read on a 1,000-branch tree)."""
+        found = self._branch_maps.get(stream)
+        if found is None:
+            found = {}
+            for name, branch in self._file[stream].iteritems(recursive=True, full_paths=False):
+                found.setdefault(name, branch)
+            self._branch_maps[stream] = found
+        return found
+
     def _arrays(self, stream: str, names: Iterable[str], start: int, stop: int) -> ak.Array:
         if self._file is None:
             raise Unreadable(f"{self.name} is not open")
         obj = self._file[stream]
         if obj.num_entries < stop:
             raise ValueError(f"stream has {obj.num_entries} entries, wanted {stop}")
-        # filter_name with a callable: branch names are matched, never parsed as expressions
-        arrays = obj.arrays(filter_name=frozenset(names).__contains__, entry_start=start, entry_stop=stop,
-                            library="ak")
+        if isinstance(obj, uproot.behaviors.TBranch.HasBranches):
+            # branch by branch, as arrays() reads them, zipped into records as arrays() zips them
+            branches = self._branches(stream)
+            wanted = set(names)
+            columns = {
+                name: branches[name].array(entry_start=start, entry_stop=stop, library="ak")
+                for name in branches if name in wanted
+            }
+            if len(columns) != len(wanted):
+                raise ValueError(f"no branch {sorted(wanted - set(columns))[:3]} in {stream}")
+            arrays = ak.zip(columns, depth_limit=1) if columns else ak.Array(
+                ak.contents.RecordArray([], [], length=stop - start))
+        else:
+            # filter_name with a callable: field names are matched, never parsed as expressions
+            arrays = obj.arrays(filter_name=frozenset(names).__contains__, entry_start=start, entry_stop=stop,
+                                library="ak")
         if len(arrays) != stop - start:
             raise ValueError(f"read {len(arrays)} entries, wanted {stop - start}")
         return arrays
@@ -215,17 +241,9 @@ class FileReader:
         return self._retrying(attempt, what)
 
     def _drop_unreadable(self, stream: str, names: list[str], start: int, stop: int) -> bool:
-        """Try each branch alone; drop from this file's stream those that fail while others read.
-        True if any was dropped."""
-        bad: dict[str, str] = {}
-        for b in names:
-            try:
-                self._arrays(stream, [b], start, stop)
-            except (FileGone, Unreadable):
-                raise
-            except Exception as exc:
-                text = str(exc).strip().splitlines()
-                bad[b] = f"uproot cannot read it: {type(exc).__name__}: {text[0][:200] if text else ''}"
+        """Find the branches that fail to read while others read, and drop them from this file's
+        stream. True if any was dropped."""
+        bad = self._failing(stream, names, start, stop)
         if not bad or len(bad) == len(names):
             return False
         self._bad.setdefault(stream, {}).update(bad)
@@ -237,6 +255,19 @@ class FileReader:
             _warn_once(self.path, f"{stream}/{b}", "file %s, stream %s: branch %s is not served: %s",
                        self.name, stream, b, why)
         return True
+
+    def _failing(self, stream: str, names: list[str], start: int, stop: int) -> dict[str, str]:
+        """The branches of ``names`` that fail to read alone, with why."""
+        bad = {}
+        for name in names:
+            try:
+                self._arrays(stream, [name], start, stop)
+            except (FileGone, Unreadable):
+                raise
+            except Exception as exc:
+                text = str(exc).strip().splitlines()
+                bad[name] = f"uproot cannot read it: {type(exc).__name__}: {text[0][:200] if text else ''}"
+        return bad
 
     def close(self) -> None:
         if self._file is not None:
