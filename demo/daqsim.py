@@ -30,6 +30,13 @@ that step as one ``extend`` (one basket per branch); a stream with no records in
 a step is not extended. ``step(now=None)`` advances a simulated clock without
 sleeping (deterministic for a given ``seed`` and ``start_time``); ``run()`` is the
 real-time loop. ``ddsdaqsim`` is the command line.
+
+``writer="root"`` writes the same streams with ROOT itself (:mod:`demo.rootwriter`):
+``TTree::Fill`` with ``AutoSave("SaveSelf")`` every ``autosave`` entries (or
+``autosave_seconds``), ``std::vector``/``std::string`` branches and DcsMonitor as a
+split object; or, with ``file_format="rntuple"``, an RNTuple per stream committed
+when its file ends. Such a file appears under its final name with its first
+AutoSave (or committed cluster). ``ddsdaqsim`` writes with ROOT when it is installed.
 """
 
 from __future__ import annotations
@@ -76,6 +83,10 @@ FILE_NAME_RE = re.compile(r"^F(\d{8})_(\d{4})\.mdaq\.root$")
 
 EXIT_OK = 0
 EXIT_USAGE = 2
+
+#: who writes the files: uproot's writer, or ROOT itself (demo.rootwriter)
+WRITERS = ("uproot", "root")
+FORMATS = ("ttree", "rntuple")
 
 
 def file_name(run: int, subrun: int) -> str:
@@ -183,6 +194,11 @@ class DaqSimulator:
         seed (int): seed of the random numbers; default 1.
         start_time (float | None): unix time the run starts at; default now.
         on_file_closed (callable | None): called with a ``ClosedFile`` per finished file.
+        writer (str): ``"uproot"`` (default) or ``"root"`` (ROOT itself, see :mod:`demo.rootwriter`).
+        file_format (str): ``"ttree"`` (default) or ``"rntuple"`` (ROOT writer only).
+        autosave (int): ROOT writer: entries per ``AutoSave`` (or committed RNTuple cluster); default 100.
+        autosave_seconds (float): ROOT writer: also save a stream with entries unsaved this long
+            (simulated time); default 1.0.
 
     Attributes:
         written (dict): ``{file name: {stream: entries written}}`` of every file that
@@ -193,7 +209,17 @@ class DaqSimulator:
     def __init__(self, data_dir, *, run=DEFAULT_RUN, snarl_rate=200.0, monitor_rate=1.0,
                  dcs_rate=0.2, step_seconds=0.05, records_per_file=None, seconds_per_file=30.0,
                  keep_files=None, seed=1, start_time=None,
-                 on_file_closed: Callable[[ClosedFile], None] | None = None):
+                 on_file_closed: Callable[[ClosedFile], None] | None = None,
+                 writer="uproot", file_format="ttree", autosave=100, autosave_seconds=1.0):
+        if writer not in WRITERS:
+            raise ValueError(f"writer must be one of {', '.join(WRITERS)}, got {writer!r}")
+        if file_format not in FORMATS:
+            raise ValueError(f"file_format must be one of {', '.join(FORMATS)}, got {file_format!r}")
+        if file_format != "ttree" and writer != "root":
+            raise ValueError(f"file_format {file_format!r} needs writer='root'")
+        if autosave < 1 or not autosave_seconds > 0:
+            raise ValueError(f"autosave must be >= 1 entries and autosave_seconds > 0, got "
+                             f"{autosave!r} and {autosave_seconds!r}")
         for name, value in (("snarl_rate", snarl_rate), ("monitor_rate", monitor_rate),
                             ("dcs_rate", dcs_rate)):
             if not value >= 0:
@@ -226,6 +252,10 @@ class DaqSimulator:
         self.seconds_per_file = seconds_per_file
         self.keep_files = keep_files
         self.on_file_closed = on_file_closed
+        self.writer = writer
+        self.file_format = file_format
+        self.autosave = int(autosave)
+        self.autosave_seconds = float(autosave_seconds)
         self.written: dict[str, dict[str, int]] = {}
         self.removed: list[str] = []
 
@@ -369,6 +399,13 @@ class DaqSimulator:
         self._next_subrun += 1
         name = file_name(self.run_number, subrun)
         temp = os.path.join(self.data_dir, _temp_name(name))
+        if self.writer == "root":
+            from .rootwriter import RootFile
+
+            root_file = RootFile(temp, format=self.file_format, autosave=self.autosave,
+                                 autosave_seconds=self.autosave_seconds, streams=STREAMS)
+            self._current = _OpenFile(name=name, subrun=subrun, start=start, file=root_file)
+            return
         f = uproot.recreate(temp)
         for stream, (types, counter) in self._types.items():
             f.mktree(stream, types, counter_name=lambda _c, counter=counter: counter,
@@ -389,6 +426,8 @@ class DaqSimulator:
     def _close_current(self, end: float) -> None:
         cur = self._current
         cur.file.close()
+        if not cur.visible and not cur.empty:  # ROOT writer: records never AutoSaved until now
+            self._make_visible()
         if not cur.visible:  # never got a record, nobody saw it
             os.unlink(os.path.join(self.data_dir, _temp_name(cur.name)))
             return
@@ -446,9 +485,17 @@ class DaqSimulator:
             data = {"run": np.full(n, self.run_number, np.int32),
                     "subrun": np.full(n, cur.subrun, np.int32)}
             data.update(cols)
-            cur.file[stream].extend(data)
+            if self.writer == "root":
+                cur.file.extend(stream, data, self._clock)
+            else:
+                cur.file[stream].extend(data)
             cur.entries[stream] += n
-            self._make_visible()
+            if self.writer != "root":
+                self._make_visible()
+        if self.writer == "root":
+            cur.file.tick(self._clock)
+            if cur.file.started:  # the file appears with its first AutoSaved records
+                self._make_visible()
         return counts
 
     def _check_open(self) -> None:
@@ -598,12 +645,32 @@ class _StopFlag:
         return self.is_set()
 
 
+def _choose_writer(writer: str, file_format: str) -> tuple[str, str]:
+    """(writer, how the start line names it) for ``--writer``; a usage error when ROOT is asked for and missing."""
+    import click
+
+    from .rootwriter import INSTALL_HINT, root_available, root_version
+
+    if writer == "auto":
+        writer = "root" if root_available() else "uproot"
+        if writer == "uproot" and file_format != "ttree":
+            raise click.UsageError(f"--format {file_format} is written by ROOT; {INSTALL_HINT}")
+    if writer == "root":
+        try:
+            return writer, f"ROOT {root_version()}"
+        except ImportError:
+            raise click.UsageError(f"--writer root: {INSTALL_HINT}") from None
+    return writer, f"uproot {uproot.__version__}"
+
+
 def _main_impl(data_dir, seconds, run, snarl_rate, monitor_rate, dcs_rate, records_per_file,
-               seconds_per_file, keep, step, seed):
+               seconds_per_file, keep, step, seed, writer, file_format, autosave, autosave_seconds):
     import click
 
     def echo(line):
         click.echo(f"ddsdaqsim: {line}", err=True)
+
+    writer, writer_name = _choose_writer(writer, file_format)
 
     if run is None:
         run = next_free_run(data_dir) if os.path.isdir(data_dir) else DEFAULT_RUN
@@ -614,7 +681,8 @@ def _main_impl(data_dir, seconds, run, snarl_rate, monitor_rate, dcs_rate, recor
             data_dir, run=run, snarl_rate=snarl_rate, monitor_rate=monitor_rate, dcs_rate=dcs_rate,
             step_seconds=step, records_per_file=records_per_file,
             seconds_per_file=seconds_per_file or None, keep_files=keep, seed=seed,
-            on_file_closed=lambda closed: echo(closed.summary()))
+            on_file_closed=lambda closed: echo(closed.summary()), writer=writer, file_format=file_format,
+            autosave=autosave, autosave_seconds=autosave_seconds)
     except (ValueError, FileExistsError) as exc:
         raise click.UsageError(str(exc)) from None
     try:
@@ -623,6 +691,11 @@ def _main_impl(data_dir, seconds, run, snarl_rate, monitor_rate, dcs_rate, recor
             rotation.append(f"{records_per_file} snarls")
         if seconds_per_file:
             rotation.append(f"{seconds_per_file:g} s")
+        how = f"{writer_name}, {'RNTuple' if file_format == 'rntuple' else 'TTree'}"
+        if writer == "root":
+            saving = "cluster committed" if file_format == "rntuple" else "AutoSave"
+            how += f", {saving} every {autosave} entries or {autosave_seconds:g} s"
+        echo(f"writer: {how}")
         echo(f"run {run} writing to {sim.data_dir} (snarls {snarl_rate:g} Hz, new file every "
              f"{' or '.join(rotation) or 'never'}"
              f"{'' if keep is None else f', keeping {keep} files'})")
@@ -662,6 +735,15 @@ def _build_cli():
     @click.option("--step", type=click.FloatRange(min=0.001), default=0.05, show_default=True,
                   help="Seconds between appends.")
     @click.option("--seed", type=int, default=1, show_default=True, help="Random seed.")
+    @click.option("--writer", type=click.Choice(("auto",) + WRITERS), default="auto", show_default=True,
+                  help="Who writes the files: ROOT itself (TTree::Fill and AutoSave), uproot's writer, "
+                       "or auto: ROOT when it is installed, else uproot.")
+    @click.option("--format", "file_format", type=click.Choice(FORMATS), default="ttree", show_default=True,
+                  help="TTrees, or (ROOT) an RNTuple per stream, committed when its file ends.")
+    @click.option("--autosave", type=click.IntRange(min=1), default=100, show_default=True,
+                  help="ROOT: AutoSave a tree (commit an RNTuple cluster) every N entries.")
+    @click.option("--autosave-seconds", type=click.FloatRange(min=0.001), default=1.0, show_default=True,
+                  help="ROOT: also save a stream whose entries have waited this long.")
     def main(**kwargs):
         """Simulated MINOS-like DAQ writing F<run>_<subrun>.mdaq.root files into DIR."""
         return _main_impl(**kwargs)
