@@ -93,11 +93,18 @@ def tree_branches(tree) -> tuple[dict[str, str], dict[str, str]]:
             unserved[name] = f"uproot cannot interpret type {branch.typename or '?'}"
             continue
         try:
-            form = interp.awkward_form(tree.file)
-        except Exception as exc:  # uproot refuses some streamed objects here
-            unserved[name] = f"uproot cannot read type {branch.typename or '?'}: {_why(exc)}"
-            continue
-        kinds[name] = kind_of_form(form)
+            kinds[name] = kind_of_form(interp.awkward_form(tree.file))
+        except Exception as exc:
+            # uproot cannot say the form of some types it still reads (structs with array members):
+            # one entry read tells (a later read that fails drops the branch there, with the reason)
+            if tree.num_entries == 0:
+                kinds[name] = "other"
+                continue
+            try:
+                branch.array(entry_start=0, entry_stop=1, library="ak")
+                kinds[name] = "other"
+            except Exception:
+                unserved[name] = f"uproot cannot read type {branch.typename or '?'}: {_why(exc)}"
     return kinds, unserved
 
 

@@ -121,6 +121,9 @@ def reference(path: str, stream: str) -> tuple[ak.Array | None, list[str], dict]
             signal.setitimer(signal.ITIMER_REAL, 4 * REFERENCE_SECONDS)
             try:
                 return _read(obj, readable, stop), readable, excluded
+            except _Slow:
+                slow = f"uproot takes over {4 * REFERENCE_SECONDS:g} s to read them together"
+                return None, [], {**excluded, **{name: slow for name in readable}}
             finally:
                 signal.setitimer(signal.ITIMER_REAL, 0)
     finally:
