@@ -287,6 +287,14 @@ class DaqSimulator:
         """Name of the file being written (it appears with its first records)."""
         return self._current.name
 
+    @property
+    def saved_entries(self) -> dict[str, int]:
+        """``{stream: entries}`` of the current file that are on disk: all of them with uproot's
+        writer; with ROOT, those up to the stream's last AutoSave (or committed RNTuple cluster)."""
+        if self.writer == "root":
+            return self._current.file.saved()
+        return dict(self._current.entries)
+
     def step(self, now: float | None = None) -> dict[str, int]:
         """Append the records of one step, rotating files as configured.
 

@@ -34,6 +34,7 @@ simulator's numpy columns), as a DAQ fills them.
 from __future__ import annotations
 
 import importlib.util
+import sys
 import warnings
 from typing import Any
 
@@ -318,6 +319,8 @@ _root: Any = None
 
 def root_available() -> bool:
     """True when ``import ROOT`` would find ROOT (ROOT is not imported to find out)."""
+    if "ROOT" in sys.modules:
+        return sys.modules["ROOT"] is not None  # None: imports of ROOT are blocked in this process
     return importlib.util.find_spec("ROOT") is not None
 
 
@@ -401,6 +404,10 @@ class RootFile:
     def saves(self) -> dict[str, int]:
         """AutoSaves (or committed clusters) so far, per stream."""
         return {s: int(w.saves) for s, w in self._streams.items()}
+
+    def saved(self) -> dict[str, int]:
+        """Entries on disk per stream: up to the last AutoSave (or committed cluster)."""
+        return {s: int(w.saved) for s, w in self._streams.items()}
 
     def extend(self, stream: str, data: dict, now: float) -> None:
         """Fill the entries of ``data`` (the simulator's columns of one step) into ``stream``.

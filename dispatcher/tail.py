@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any, TypeVar
 
 import awkward as ak
@@ -36,6 +39,11 @@ RETRY_PAUSES = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
 SETTLE_SECONDS = 1.0
 #: stream layouts remembered per child (a DAQ writes the same few layouts into every file)
 SCHEMA_CACHE = 64
+#: how long uproot may take to read one branch of a chunk: some streamed objects take uproot
+#: minutes per entry, and a child busy that long answers no one. Beyond it the branch is not
+#: served in that file (with the reason), the others are.
+BRANCH_SECONDS = 5.0
+BRANCH_SECONDS_PER_ENTRY = 0.002
 
 #: the stream description the session uses (kept under its former name too)
 TreeInfo = StreamInfo
@@ -48,6 +56,35 @@ _told: set[tuple[str, str]] = set()  # (file path, stream or "") already warned 
 
 class FileGone(OSError):
     """The file was deleted."""
+
+
+class SlowBranch(Exception):
+    """Reading one branch took longer than its budget."""
+
+    def __init__(self, branch: str, seconds: float):
+        super().__init__(f"uproot takes over {seconds:.3g} s to read it")
+        self.branch = branch
+
+
+class _Expired(Exception):
+    pass
+
+
+def _expire(signum: int, frame: Any) -> None:
+    raise _Expired()
+
+
+def _within(seconds: float, work: Callable[[], T]) -> T:
+    """``work()``, interrupted after ``seconds`` (raises _Expired); a SIGALRM timer, main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        return work()
+    old = signal.signal(signal.SIGALRM, _expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        return work()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
 
 
 class Unreadable(Exception):
@@ -93,6 +130,7 @@ class FileReader:
         self._sig: tuple | None = None
         self._settled = False  # opened long enough after the last write that no write can hide
         self.trees: dict[str, StreamInfo] = {}
+        self._streams_seen: set[str] | None = None  # the streams the last open found (logged when they change)
         self._bad: dict[str, dict[str, str]] = {}  # stream -> branch -> why: failed alone in this file
         self._branch_maps: dict[str, dict[str, Any]] = {}  # stream -> branch name -> TBranch, of this open
 
@@ -120,7 +158,7 @@ class FileReader:
                 time.sleep(pause)
             try:
                 return attempt(n)
-            except (FileGone, Unreadable):
+            except (FileGone, Unreadable, SlowBranch):
                 raise
             except Exception as exc:  # uproot raises many kinds on torn or foreign data
                 last = exc
@@ -164,6 +202,10 @@ class FileReader:
             f.close()
             raise
         self.close()
+        if self._streams_seen != set(trees):  # a stream appeared (an RNTuple: when its writer committed it)
+            log.debug("file %s holds %s", self.name, ", ".join(sorted(trees)) if trees else
+                      "no stream yet (an RNTuple is readable only once its writer commits it)")
+            self._streams_seen = set(trees)
         self._file, self._sig, self.trees = f, sig, trees
         self._branch_maps = {}
         self._settled = stat_time - sig[2] / 1e9 >= SETTLE_SECONDS
@@ -202,10 +244,15 @@ class FileReader:
             # branch by branch, as arrays() reads them, zipped into records as arrays() zips them
             branches = self._branches(stream)
             wanted = set(names)
-            columns = {
-                name: branches[name].array(entry_start=start, entry_stop=stop, library="ak")
-                for name in branches if name in wanted
-            }
+            budget = BRANCH_SECONDS + BRANCH_SECONDS_PER_ENTRY * (stop - start)
+            columns = {}
+            for name, branch in branches.items():
+                if name in wanted:
+                    try:
+                        columns[name] = _within(budget, partial(
+                            branch.array, entry_start=start, entry_stop=stop, library="ak"))
+                    except _Expired:
+                        raise SlowBranch(name, budget) from None
             if len(columns) != len(wanted):
                 raise ValueError(f"no branch {sorted(wanted - set(columns))[:3]} in {stream}")
             arrays = ak.zip(columns, depth_limit=1) if columns else ak.Array(
@@ -232,13 +279,18 @@ class FileReader:
                 self._open_once()  # a failed read may have met a torn state: look again
             return self._arrays(stream, names, start, stop)
 
-        try:
-            return self._retrying(attempt, what, RETRY_PAUSES[:1])
-        except Unreadable:
-            if not self._drop_unreadable(stream, names, start, stop):
-                raise
-        names = [b for b in names if b not in self._bad.get(stream, {})]
-        return self._retrying(attempt, what)
+        while True:
+            try:
+                try:
+                    return self._retrying(attempt, what, RETRY_PAUSES[:1])
+                except Unreadable:
+                    if not self._drop_unreadable(stream, names, start, stop):
+                        raise
+                names = [b for b in names if b not in self._bad.get(stream, {})]
+                return self._retrying(attempt, what)
+            except SlowBranch as slow:
+                self._drop(stream, {slow.branch: str(slow)})
+                names = [b for b in names if b != slow.branch]
 
     def _drop_unreadable(self, stream: str, names: list[str], start: int, stop: int) -> bool:
         """Find the branches that fail to read while others read, and drop them from this file's
@@ -246,6 +298,11 @@ class FileReader:
         bad = self._failing(stream, names, start, stop)
         if not bad or len(bad) == len(names):
             return False
+        self._drop(stream, bad)
+        return True
+
+    def _drop(self, stream: str, bad: dict[str, str]) -> None:
+        """Serve ``bad`` branches of ``stream`` no more in this file, saying why."""
         self._bad.setdefault(stream, {}).update(bad)
         info = self.trees.get(stream)
         for b, why in bad.items():
@@ -254,7 +311,6 @@ class FileReader:
                 info.unserved[b] = why
             _warn_once(self.path, f"{stream}/{b}", "file %s, stream %s: branch %s is not served: %s",
                        self.name, stream, b, why)
-        return True
 
     def _failing(self, stream: str, names: list[str], start: int, stop: int) -> dict[str, str]:
         """The branches of ``names`` that fail to read alone, with why."""
@@ -264,6 +320,8 @@ class FileReader:
                 self._arrays(stream, [name], start, stop)
             except (FileGone, Unreadable):
                 raise
+            except SlowBranch as slow:
+                bad[name] = str(slow)
             except Exception as exc:
                 text = str(exc).strip().splitlines()
                 bad[name] = f"uproot cannot read it: {type(exc).__name__}: {text[0][:200] if text else ''}"
