@@ -107,63 +107,60 @@ class LiveRun:
         return sorted(n for n in os.listdir(self.data_dir) if n.endswith(".root"))
 
 
-@pytest.fixture(scope="module")
-def live_run(tmp_path_factory):
-    data_dir = tmp_path_factory.mktemp("rootdaq") / "data"
-    data_dir.mkdir()
-    server = Server(data_dir)
+def live_run(data_dir: Path, server: Server) -> LiveRun:
     run = LiveRun(data_dir, server)
     try:
         run.run()
-        run.server_log = server.log
     finally:
         run.close()
-        server.stop()
     assert not run.errors, run.errors
     assert run.writer.returncode == 0, run.stderr
     return run
 
 
-def test_ddsdaqsim_says_it_writes_with_root(live_run):
-    assert "writer: ROOT 6." in live_run.stderr
-    assert "AutoSave every 50 entries or 0.2 s" in live_run.stderr
+def test_ddsdaqsim_writing_with_root_is_served_live_as_written(data_dir, server):
+    # one writer run (ROOT's start costs seconds) read by an all-mode and a record-mode client
+    run = live_run(data_dir, server)
+    assert "writer: ROOT 6." in run.stderr
+    assert "AutoSave every 50 entries or 0.2 s" in run.stderr
+    check_all_mode_served_every_record_once_in_order_as_uproot_reads_it(run)
+    check_record_mode_never_went_back_and_served_what_root_wrote(run)
+    assert "Traceback" not in server.log
 
 
-def test_all_mode_serves_every_root_written_record_once_in_order_exactly_as_uproot_reads_it(live_run):
-    names = live_run.files()
+def check_all_mode_served_every_record_once_in_order_as_uproot_reads_it(run: LiveRun) -> None:
+    names = run.files()
     assert len(names) >= 3  # rotations between ROOT-written files
-    order = [f for f, *_ in live_run.batches]
+    order = [f for f, *_ in run.batches]
     assert order == sorted(order), "a file was served after a later one"
     for name in names:
-        with uproot.open(live_run.data_dir / name) as f:
+        with uproot.open(run.data_dir / name) as f:
             for stream in STREAMS:
-                parts = [(e, a) for fn, s, e, a in live_run.batches if fn == name and s == stream]
+                parts = [(e, a) for fn, s, e, a in run.batches if fn == name and s == stream]
                 expected = f[stream].arrays(library="ak")
                 entries = [i for e, _ in parts for i in e]
                 assert entries == list(range(len(expected))), f"{name} {stream}: entries"
                 if parts:
                     assert_same(ak.concatenate([a for _, a in parts]), expected, f"{name} {stream}")
-    snarls = [a for _, s, _, a in live_run.batches if s == "DaqSnarl"]
-    served = ak.concatenate(snarls)
+    served = ak.concatenate([a for _, s, _, a in run.batches if s == "DaqSnarl"])
     assert served.snarl.tolist() == list(range(len(served)))  # contiguous over the run and its files
     assert set(served.trigger.tolist()) <= {"plane", "energy", "spill", "light-injection", "null"}
     assert ak.all(ak.num(served.plane) == served.nhits)
-    dcs = ak.concatenate([a for _, s, _, a in live_run.batches if s == "DcsMonitor"])
+    dcs = ak.concatenate([a for _, s, _, a in run.batches if s == "DcsMonitor"])
     assert {"temp_rack", "temp_hall", "hv"} <= set(dcs.fields)  # the split object's members
-    assert "Traceback" not in live_run.server_log
 
 
-def test_record_mode_never_goes_back_and_serves_what_root_wrote(live_run):
-    got = live_run.newest
+def check_record_mode_never_went_back_and_served_what_root_wrote(run: LiveRun) -> None:
+    got = run.newest
     assert len(got) >= 5
     positions = [(f, e) for f, e, _ in got]
     assert positions == sorted(set(positions)), "record mode went back or repeated a record"
     by_file: dict[str, ak.Array] = {}
     for name, entry, record in got:
         if name not in by_file:
-            by_file[name] = uproot.open(live_run.data_dir / name)["DaqSnarl"].arrays(library="ak")
+            by_file[name] = uproot.open(run.data_dir / name)["DaqSnarl"].arrays(library="ak")
         assert ak.to_list(by_file[name][entry]) == {k: record[k] for k in by_file[name].fields}, (name, entry)
-    assert got[-1][0] == live_run.files()[-1]
+    assert got[-1][0] == run.files()[-1]
 
 
 # ------------------------------------------------------------- a scripted ROOT writer, step by step
