@@ -318,6 +318,8 @@ def run_demo(seconds: float, *, port: int = DEFAULT_PORT, refresh: float | None 
         demo.say(f"running {seconds:g} s (Ctrl-C stops); meanwhile, in another shell: "
                  f".venv/bin/ddsjob -p {demo.port} -m EventDump")
         demo.wait_first_file()
+        writer = re.search(r"ddsdaqsim: writer: (.*)", demo._tail(demo.daq_log, 50))
+        demo.say(f"the simulated DAQ writes with {writer.group(1) if writer else 'an unknown writer'}")
         demo.start_clients()
         demo.start_web_monitor()
         began = time.monotonic()
