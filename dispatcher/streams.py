@@ -23,9 +23,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import partial
 
 import awkward as ak
 import uproot
+
+from .budget import Expired, branch_budget, within
 
 TREE_CLASSES = frozenset({"TTree", "TNtuple", "TNtupleD"})
 
@@ -101,8 +104,10 @@ def tree_branches(tree) -> tuple[dict[str, str], dict[str, str]]:
                 kinds[name] = "other"
                 continue
             try:
-                branch.array(entry_start=0, entry_stop=1, library="ak")
+                within(branch_budget(1), partial(branch.array, entry_start=0, entry_stop=1, library="ak"))
                 kinds[name] = "other"
+            except Expired:
+                unserved[name] = f"uproot takes over {branch_budget(1):g} s to read one entry of it"
             except Exception:
                 unserved[name] = f"uproot cannot read type {branch.typename or '?'}: {_why(exc)}"
     return kinds, unserved

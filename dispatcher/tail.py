@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
-import threading
 import time
 from collections.abc import Callable, Iterable
 from functools import partial
@@ -27,6 +25,7 @@ import awkward as ak
 import numpy.ma  # noqa: F401  awkward imports it on the first read: load it once, before the parent forks
 import uproot
 
+from .budget import Expired, branch_budget, within
 from .streams import StreamInfo, entry_offsets, is_stream_class, schema, stream_info
 
 log = logging.getLogger("dds.tail")
@@ -39,12 +38,6 @@ RETRY_PAUSES = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
 SETTLE_SECONDS = 1.0
 #: stream layouts remembered per child (a DAQ writes the same few layouts into every file)
 SCHEMA_CACHE = 64
-#: how long uproot may take to read one branch of a chunk: some streamed objects take uproot
-#: minutes per entry, and a child busy that long answers no one. Beyond it the branch is not
-#: served in that file (with the reason), the others are.
-BRANCH_SECONDS = 5.0
-BRANCH_SECONDS_PER_ENTRY = 0.002
-
 #: the stream description the session uses (kept under its former name too)
 TreeInfo = StreamInfo
 
@@ -64,27 +57,6 @@ class SlowBranch(Exception):
     def __init__(self, branch: str, seconds: float):
         super().__init__(f"uproot takes over {seconds:.3g} s to read it")
         self.branch = branch
-
-
-class _Expired(Exception):
-    pass
-
-
-def _expire(signum: int, frame: Any) -> None:
-    raise _Expired()
-
-
-def _within(seconds: float, work: Callable[[], T]) -> T:
-    """``work()``, interrupted after ``seconds`` (raises _Expired); a SIGALRM timer, main thread only."""
-    if threading.current_thread() is not threading.main_thread():
-        return work()
-    old = signal.signal(signal.SIGALRM, _expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        return work()
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
 
 
 class Unreadable(Exception):
@@ -244,14 +216,14 @@ class FileReader:
             # branch by branch, as arrays() reads them, zipped into records as arrays() zips them
             branches = self._branches(stream)
             wanted = set(names)
-            budget = BRANCH_SECONDS + BRANCH_SECONDS_PER_ENTRY * (stop - start)
+            budget = branch_budget(stop - start)
             columns = {}
             for name, branch in branches.items():
                 if name in wanted:
                     try:
-                        columns[name] = _within(budget, partial(
+                        columns[name] = within(budget, partial(
                             branch.array, entry_start=start, entry_stop=stop, library="ak"))
-                    except _Expired:
+                    except Expired:
                         raise SlowBranch(name, budget) from None
             if len(columns) != len(wanted):
                 raise ValueError(f"no branch {sorted(wanted - set(columns))[:3]} in {stream}")
@@ -282,7 +254,8 @@ class FileReader:
         while True:
             try:
                 try:
-                    return self._retrying(attempt, what, RETRY_PAUSES[:1])
+                    # a file still being written gets the whole schedule first: a torn state passes
+                    return self._retrying(attempt, what, RETRY_PAUSES[:1] if self._settled else RETRY_PAUSES)
                 except Unreadable:
                     if not self._drop_unreadable(stream, names, start, stop):
                         raise
@@ -313,7 +286,19 @@ class FileReader:
                        self.name, stream, b, why)
 
     def _failing(self, stream: str, names: list[str], start: int, stop: int) -> dict[str, str]:
-        """The branches of ``names`` that fail to read alone, with why."""
+        """The branches of ``names`` that fail to read alone, with why. In a file still being
+        written, a writer mid-extend can fail the branches it is touching: only those that fail
+        again after a pause, on a fresh open, count."""
+        bad = self._probe(stream, names, start, stop)
+        for pause in RETRY_PAUSES[-2:]:
+            if not bad or self._settled:
+                break
+            time.sleep(pause)
+            self._open_once()
+            bad = self._probe(stream, list(bad), start, stop)
+        return bad
+
+    def _probe(self, stream: str, names: list[str], start: int, stop: int) -> dict[str, str]:
         bad = {}
         for name in names:
             try:
