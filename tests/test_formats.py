@@ -155,3 +155,41 @@ def test_rntuple_that_appears_only_when_committed_is_waited_for(data_dir, server
         served = drain(c, 50)
     assert served.evt.tolist() == list(range(50))
     assert "Traceback" not in server.log
+
+
+def test_a_writer_mid_extend_never_costs_a_branch(data_dir, server):
+    """Many small appends read while they happen: a torn moment is retried, never taken for a
+    branch uproot cannot read (which would drop it for the rest of the file)."""
+    path = data_dir / "F00000001_0001.root"
+    appends = 300
+    started = threading.Event()
+
+    def write() -> None:
+        with uproot.recreate(str(path)) as f:
+            tree = f.mktree("events", {"evt": np.int64, "stamp": np.float64, "pt": "var * float32"},
+                            initial_basket_capacity=appends + 10)
+            for i in range(appends):
+                tree.extend({"evt": np.array([i]), "stamp": np.array([i * 0.5]),
+                             "pt": ak.Array([[float(i)] * (i % 3)])})
+                started.set()
+                time.sleep(0.002)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        assert started.wait(10)
+        with DDSClient(server.host, server.port) as c:
+            c.subscribe(Subscription(streams=("events",), keep_up="all", start="oldest"))
+            got, n = [], 0
+            deadline = time.monotonic() + 60
+            while n < appends and time.monotonic() < deadline:
+                b = c.next_batch(max_records=50, timeout=10)
+                assert b.unserved == {} and sorted(b.arrays.fields) == ["evt", "npt", "pt", "stamp"]
+                got.append(b.arrays)
+                n += len(b)
+    finally:
+        writer.join(60)
+    served = ak.concatenate(got)
+    assert served.evt.tolist() == list(range(appends))
+    assert served.stamp.tolist() == [i * 0.5 for i in range(appends)]
+    assert "is not served" not in server.log
