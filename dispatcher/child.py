@@ -23,9 +23,11 @@ from typing import Any
 from . import logsetup
 from .catalog import Catalog
 from .columnar import encode_parts
+from .compression import compress_data
 from .protocol import (
     PROTOCOL_VERSION,
     Connection,
+    Data,
     Error,
     GoToFile,
     GoToNextFile,
@@ -225,7 +227,7 @@ def _last_word(sock: socket.socket, code: MessageType, text: str) -> None:
         pass
 
 
-def run_child(sock: socket.socket, conn: Connection, peer, config, identity: str) -> int:
+def run_child(sock: socket.socket, conn: Connection, peer, config, identity: str, codec: str = "") -> int:
     name = f"{peer[0]}:{peer[1]}"
     _set_title(f"ddschildserver {name}")
     logsetup.set_ident(f"ddschildserver[{os.getpid()}] {name}")
@@ -241,13 +243,15 @@ def run_child(sock: socket.socket, conn: Connection, peer, config, identity: str
 
     def reply(message) -> None:
         sock.settimeout(config.stall_timeout)
+        if codec and isinstance(message, Data):
+            message = compress_data(message, codec)
         try:
             send_chunks(sock, conn.send(message))
         finally:
             sock.settimeout(None)
 
     try:
-        reply(Welcome(PROTOCOL_VERSION, identity, os.getpid()))
+        reply(Welcome(PROTOCOL_VERSION, identity, os.getpid(), codec))
         log.debug("session started")
         while True:
             msg = watch.next_request(session.read_ahead)
