@@ -141,8 +141,8 @@ def wire(snarls: int, work: Path) -> list[str]:
     data = work / "wire"
     data.mkdir()
     records = make_daq_files(data, snarls)
-    lines = [f"DaqSnarl records: {records} (simulated DAQ files, {sum(f.stat().st_size for f in data.iterdir()) / 1e6:.1f}"
-             " MB on disk)", "",
+    size = sum(f.stat().st_size for f in data.iterdir()) / 1e6
+    lines = [f"DaqSnarl records: {records} (simulated DAQ files, {size:.1f} MB on disk)", "",
              "| link | compression | bytes on the wire | records/s | seconds | time saved |",
              "|---|---|---|---|---|---|"]
     with ServerProc(data) as server:

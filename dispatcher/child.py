@@ -21,7 +21,6 @@ from collections.abc import Callable
 from typing import Any
 
 from . import logsetup
-from .catalog import Catalog
 from .columnar import encode_parts
 from .compression import compress_data
 from .protocol import (
@@ -43,6 +42,7 @@ from .protocol import (
     Subscribe,
     Welcome,
 )
+from .remote import make_catalog
 from .session import Session, SessionAbort, SessionError
 from .subscription import SubscriptionError, from_dict
 from .transport import send_chunks
@@ -239,7 +239,7 @@ def run_child(sock: socket.socket, conn: Connection, peer, config, identity: str
 
     numexpr.set_num_threads(1)  # one child per client: clients, not threads, use the cores
     watch = Watch(sock, conn, parent_pid, config.idle_timeout)
-    session = Session(Catalog(config.data_dir), watch, poll_interval=config.poll_interval)
+    session = Session(make_catalog(config.data_dir), watch, poll_interval=config.poll_interval)
 
     def reply(message) -> None:
         sock.settimeout(config.stall_timeout)

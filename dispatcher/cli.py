@@ -93,8 +93,11 @@ def parentserver(port, max_clients, level, data_dir, bind, log_file, handshake_t
     data_dir = data_dir or os.environ.get("DDS_DAQ_DATA_DIR")
     if not data_dir:
         raise click.UsageError("no data directory: give -d DIR or set DDS_DAQ_DATA_DIR")
-    if not os.path.isdir(data_dir):
-        raise click.UsageError(f"data directory {data_dir!r} does not exist or is not a directory")
+    from .remote import check_data_dir, is_remote
+
+    trouble = check_data_dir(data_dir)
+    if trouble:
+        raise click.UsageError(trouble)
     token, token_warning = _token(token_file)
     if tls_key and not tls_cert:
         raise click.UsageError("--tls-key needs --tls-cert")
@@ -105,7 +108,8 @@ def parentserver(port, max_clients, level, data_dir, bind, log_file, handshake_t
     from .parent import ParentServer, ServerConfig
 
     config = ServerConfig(
-        data_dir=os.path.abspath(data_dir), port=port, bind=bind, max_clients=max_clients,
+        data_dir=data_dir if is_remote(data_dir) else os.path.abspath(data_dir), port=port, bind=bind,
+        max_clients=max_clients,
         handshake_timeout=handshake_timeout, idle_timeout=idle_timeout, stall_timeout=stall_timeout,
         poll_interval=poll_interval, allow=allow, token=token, tls_cert=tls_cert, tls_key=tls_key,
         compression=compression,

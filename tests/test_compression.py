@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from clients import DDSClient, DDSError, MessageType, Subscription
+from conftest import snarl_data, write_file
 from dispatcher.columnar import Part, decode_parts, encode_parts
 from dispatcher.compression import MIN_SIZE, available, compress_data, decompress_data
 from dispatcher.protocol import Data, RemoteProtocolError
-from conftest import snarl_data, write_file
 
 CODECS = ["zstd", "lz4"]
 
