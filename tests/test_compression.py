@@ -123,3 +123,20 @@ def test_a_server_that_cannot_compress_says_so_and_a_list_skips_it(files, server
 def test_an_unknown_codec_is_refused_before_connecting():
     with pytest.raises(ValueError, match="compression must be one of 'zstd', 'lz4'"):
         DDSClient("127.0.0.1", 1, compression="gzip")
+
+
+def test_over_a_throttled_link_compression_moves_fewer_bytes_in_less_time(files, server_factory):
+    from bench.remote import Relay
+    from bench.remote import read_all as read_through
+
+    s = server_factory(files)
+    rate = 1e6  # bytes/s: a slow remote link
+    measured = {}
+    for codec in (None, "zstd"):
+        with Relay((s.host, s.port), rate) as relay:
+            n, seconds = read_through(relay.port, codec)
+            measured[codec] = (n, seconds, relay.down_bytes)
+    (n0, t0, b0), (n1, t1, b1) = measured[None], measured["zstd"]
+    assert n0 == n1 == 6000
+    assert b1 < 0.8 * b0 and t0 >= 0.7 * b0 / rate  # the relay really holds the rate
+    assert t1 < t0
