@@ -4,11 +4,12 @@
 - ``records``: :class:`RecordSet` and :class:`RecordBatch`, what the client returns.
 - ``errors``: :class:`DDSError`, :class:`DDSConnectionError`, :class:`DDSTimeout`.
 - ``iterate``: :func:`iterate`, the live counterpart of ``uproot.iterate``.
+- ``failover``: server lists, and the position a resuming client continues from.
 - ``job``: MINOS-style analysis jobs with an input module and module paths.
 
 ``Subscription``, ``KeepUp`` and ``MessageType`` are shared with the server: the SDK
 imports only the server's wire layer (``dispatcher.protocol``, ``layouts``,
-``columnar``, ``subscription``, ``transport``, ``tlsstream``, ``suggest``).
+``columnar``, ``compression``, ``subscription``, ``transport``, ``tlsstream``, ``suggest``).
 """
 
 from dispatcher.protocol import MessageType

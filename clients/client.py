@@ -5,12 +5,14 @@ from __future__ import annotations
 import collections
 import dataclasses
 import socket
+import time
 from typing import TypeVar
 
 import awkward as ak
 import numpy as np
 
 from dispatcher.columnar import Part, decode_parts
+from dispatcher.compression import CODECS, decompress_data
 from dispatcher.layouts import Layout, OrderLayout, SetsLayout, SyncBatchLayout, from_info
 from dispatcher.protocol import (
     PROTOCOL_VERSION,
@@ -36,12 +38,15 @@ from dispatcher.tlsstream import TLSStream, client_tls_context
 from dispatcher.transport import recv_message, send_message
 
 from .errors import DDSConnectionError, DDSError, DDSTimeout
+from .failover import Position, server_list
 from .records import RecordBatch, RecordSet
 
 #: extra seconds the client waits beyond a request's own timeout (transfer time)
 REPLY_MARGIN = 30.0
 #: error replies after which the server has closed the session
 _SESSION_ENDING = (MessageType.SHUTDOWN, MessageType.PROTOCOL_ERROR, MessageType.SERVER_BUSY, MessageType.FORBIDDEN)
+#: seconds between two rounds over the server list while resuming
+RESUME_PAUSE = 0.25
 
 M = TypeVar("M", bound=Message)
 
@@ -50,8 +55,10 @@ class DDSClient:
     """A session with a ddsparentserver.
 
     Args:
-        host (str): server host; default ``"localhost"``.
-        port (int): server port; default 9090.
+        host (str or list): server host; or a list of ``"host:port"`` (also one comma-separated
+            string) tried in order: the first that accepts is kept, unreachable, refusing and
+            busy ones are skipped, and when none accepts the last error is raised; default ``"localhost"``.
+        port (int): server port (of a host given without one); default 9090.
         connect_timeout (float): seconds to wait for the connection and greeting; default 10.
         token (str): shared secret, if the server requires one (``--token-file``); default none.
         prefetch (int): ``next()`` asks for up to this many record sets that are ready now and
@@ -60,6 +67,13 @@ class DDSClient:
         tls (bool): talk TLS, verifying the server's certificate and host name; default False.
         cafile (str): with TLS, trust this CA (or self-signed) certificate file; default: the system CAs.
             Giving ``cafile`` implies ``tls=True``.
+        compression (str or None): ``"zstd"`` or ``"lz4"``: record data travels compressed, as
+            agreed at the handshake; a server that cannot raises DDSError; default None.
+        resume (bool): when the server goes away (stopped, crashed, network lost), ``next``,
+            ``next_batch`` and ``go_to_next_file`` reconnect (to the first server of the list
+            that accepts, retrying for up to ``connect_timeout`` seconds) and continue where the
+            client was, per stream at the file and entry after the last record handed out;
+            default False.
 
     Raises:
         DDSConnectionError: no server at host:port.
@@ -71,10 +85,14 @@ class DDSClient:
         ...     rs = dds.next(timeout=10)
     """
 
-    def __init__(self, host: str = "localhost", port: int = 9090, *, connect_timeout: float = 10.0, token: str = "",
-                 prefetch: int = 256, tls: bool = False, cafile: str | None = None):
-        self.host = host
-        self.port = int(port)
+    def __init__(self, host: str | list | tuple = "localhost", port: int = 9090, *, connect_timeout: float = 10.0,
+                 token: str = "", prefetch: int = 256, tls: bool = False, cafile: str | None = None,
+                 compression: str | None = None, resume: bool = False):
+        try:
+            self.servers = server_list(host, int(port))
+        except ValueError as exc:
+            raise DDSConnectionError(str(exc)) from None
+        self.host, self.port = self.servers[0]
         self.server = ""
         # next() asks for up to this many sets that are ready now and hands them out one by one
         self.prefetch = max(1, int(prefetch))
@@ -83,28 +101,55 @@ class DDSClient:
         self._sub: Subscription | None = None
         self._conn = Connection("client")
         self._sock: socket.socket | TLSStream | None = None
+        self._options = (float(connect_timeout), token or "", bool(tls or cafile), cafile)
+        self.compression = _codec(compression)
+        self.resume = bool(resume)
+        self._position = Position()
+        self._connect_any()
+
+    def _connect_any(self) -> None:
+        """Connect to the first server of the list that accepts; when none does, raise the last error."""
+        error: DDSError | None = None
+        for host, port in self.servers:
+            try:
+                self._connect(host, port)
+                return
+            except DDSError as exc:  # unreachable, refusing or busy: the next one
+                error = exc
+        assert error is not None
+        raise error
+
+    def _connect(self, host: str, port: int) -> None:
+        connect_timeout, token, tls, cafile = self._options
+        self.host, self.port = host, port
+        self._conn = Connection("client")
         try:
-            plain = socket.create_connection((host, self.port), timeout=connect_timeout)
+            plain = socket.create_connection((host, port), timeout=connect_timeout)
         except OSError as exc:
             why = exc.strerror or exc
             raise DDSConnectionError(f"cannot connect to ddsparentserver at {host}:{port}: {why}") from None
         plain.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock: socket.socket | TLSStream = plain
-        if tls or cafile:
+        if tls:
             try:
                 sock = TLSStream(client_tls_context(cafile).wrap_socket(plain, server_hostname=host))
             except OSError as exc:  # ssl.SSLError: no TLS there, unknown CA, wrong host name...
                 plain.close()
                 raise DDSConnectionError(f"TLS with ddsparentserver at {host}:{port} failed: {exc}") from None
         self._sock = sock
+        hello = Hello(PROTOCOL_VERSION, "DDSClient", token=token, compression=self.compression)
         try:
-            welcome = self._call(Hello(PROTOCOL_VERSION, "DDSClient", token=token or ""), connect_timeout)
+            welcome = self._call(hello, connect_timeout)
         except DDSError:  # e.g. SERVER_ERROR (the server could not fork): the socket is of no more use
             self._drop()
             raise
         if not isinstance(welcome, Welcome):
             self._drop()
             raise DDSError(f"unexpected greeting from {self.address}", MessageType.PROTOCOL_ERROR)
+        if welcome.compression != self.compression:
+            self._drop()
+            raise DDSError(f"ddsparentserver at {self.address} cannot compress with {self.compression!r}",
+                           MessageType.PROTOCOL_ERROR)
         self.server = welcome.server
 
     # ------------------------------------------------------------------ basics
@@ -166,6 +211,44 @@ class DDSClient:
             raise DDSError(text, mtype)
         return reply
 
+    # ------------------------------------------------------------------ resuming
+
+    def _resuming(self, request, timeout: float):
+        """``request(seconds left)``; with ``resume``, once more after each reconnect when the server went away."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return request(max(0.0, deadline - time.monotonic()))
+            except DDSTimeout:
+                raise
+            except DDSError as exc:
+                lost = isinstance(exc, DDSConnectionError) or exc.message_type is MessageType.SHUTDOWN
+                if not (self.resume and lost and self._sub is not None) or time.monotonic() > deadline:
+                    raise
+                self._reconnect(exc)
+
+    def _reconnect(self, cause: DDSError) -> None:
+        """A new session on the first server that accepts, subscribed to continue where this one was."""
+        self._drop()
+        self._ahead.clear()
+        self._used = {}
+        connect_timeout = self._options[0]
+        give_up = time.monotonic() + connect_timeout
+        while True:
+            try:
+                self._connect_any()
+                break
+            except DDSError as exc:
+                if exc.message_type not in (MessageType.SERVER_ERROR, MessageType.SERVER_BUSY,
+                                            MessageType.SHUTDOWN) or time.monotonic() + RESUME_PAUSE > give_up:
+                    raise DDSConnectionError(f"{cause}; could not resume within {connect_timeout:g} s: {exc}",
+                                             exc.message_type) from None
+                time.sleep(RESUME_PAUSE)
+        assert self._sub is not None
+        restart = self._position.restart_file()
+        sub = dataclasses.replace(self._sub, start=restart) if restart else self._sub
+        self._call(Subscribe(sub.to_dict()), 60.0)
+
     # ------------------------------------------------------------------ requests
 
     def subscribe(self, subscription: Subscription | None = None, **kwargs) -> dict:
@@ -197,6 +280,15 @@ class DDSClient:
             DDSTimeout: nothing within ``timeout``; the session stays usable.
             DDSError: ``BAD_SUBSCRIPTION`` for a timeout or ``advance_by`` out of range, before anything is sent.
         """
+        request = _request(Next, float(timeout), int(advance_by), 1)  # checked before anything is sent
+        deadline = time.monotonic() + request.timeout
+        while True:
+            rs = self._resuming(lambda left: self._next(left, request.advance_by), _left(deadline))
+            if not self._position.seen_set(rs):  # handed out before a reconnect: skipped
+                self._position.note_set(rs)
+                return rs
+
+    def _next(self, timeout: float, advance_by: int) -> RecordSet:
         prefetch = self.prefetch if self._sub is not None and self._sub.keep_up.value != "record" else 1
         request = _request(Next, float(timeout), int(advance_by), prefetch)
         advance_by = request.advance_by
@@ -225,7 +317,17 @@ class DDSClient:
     def next_batch(self, max_records: int = 1000, timeout: float = 120.0) -> RecordBatch:
         """Up to ``max_records`` passing records of one stream from one file, as soon as one is there."""
         request = _request(NextBatch, int(max_records), float(timeout))
+        deadline = time.monotonic() + request.timeout
+        while True:
+            batch = self._position.fresh_batch(self._resuming(lambda left: self._next_batch(request, left),
+                                                              _left(deadline)))
+            if batch is not None:
+                self._position.note_batch(batch)
+                return batch
+
+    def _next_batch(self, request: NextBatch, timeout: float) -> RecordBatch:
         self._give_back()
+        request = dataclasses.replace(request, timeout=timeout)
         reply = self._call(request, request.timeout + REPLY_MARGIN)
         return _record_batch(*self._data(reply))
 
@@ -233,25 +335,43 @@ class DDSClient:
         """Continue at entry 0 of data file ``name``. Raises DDSError(NO_FILE) for unknown or outside names."""
         reply = self._call(GoToFile(str(name)), 60.0)
         self._ahead.clear()  # only after the move: a refused one keeps the position and these sets
-        return reply.info.get("file", name)
+        file = reply.info.get("file", name)
+        self._position.clear(file)
+        return file
 
     def go_to_next_file(self, timeout: float = 120.0) -> str:
         """Continue at entry 0 of the file after the current one, waiting for it to appear."""
         request = _request(GoToNextFile, float(timeout))
-        reply = self._call(request, request.timeout + REPLY_MARGIN)
+        reply = self._resuming(lambda left: self._call(dataclasses.replace(request, timeout=left),
+                                                       left + REPLY_MARGIN), request.timeout)
         self._ahead.clear()
-        return reply.info.get("file", "")
+        file = reply.info.get("file", "")
+        self._position.clear(file or None)
+        return file
 
     def _data(self, reply: Message) -> tuple[list[Part], Layout | None]:
         """The parts of a data reply and its layout, checked; a malformed one ends the session."""
         if not isinstance(reply, Data):
             raise DDSError(f"expected record data from {self.address}, got {reply.TYPE!r}", MessageType.PROTOCOL_ERROR)
         try:
-            parts = decode_parts(reply)
+            parts = decode_parts(decompress_data(reply))
             return parts, from_info(reply.header.get("info"), len(parts))
         except ProtocolError as exc:
             self._drop()
             raise DDSError(str(exc), MessageType.PROTOCOL_ERROR) from None
+
+
+def _left(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())
+
+
+def _codec(name: str | None) -> str:
+    """The codec a client asks for, as sent in its hello ("" for none)."""
+    if name in (None, "", "none"):
+        return ""
+    if name not in CODECS:
+        raise ValueError(f"compression must be one of {', '.join(map(repr, CODECS))} or None, not {name!r}")
+    return str(name)
 
 
 def _request(cls: type[M], *args: object) -> M:

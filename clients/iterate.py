@@ -24,6 +24,7 @@ from dispatcher.subscription import Subscription, SubscriptionError
 
 from .client import DDSClient
 from .errors import DDSError, DDSTimeout, MessageType
+from .failover import server_list
 
 __all__ = ["Report", "iterate", "parse_address"]
 
@@ -155,11 +156,12 @@ def _objects(items) -> np.ndarray:
 
 
 def iterate(address, streams, expressions=None, cut=None, *, step_size=1000, keep_up="all",
-            start="oldest", timeout=10.0, library="ak", report=False) -> Iterator:
+            start="oldest", timeout=10.0, library="ak", report=False, resume=False, compression=None) -> Iterator:
     """Iterate over the records a ddsparentserver serves, in steps, like ``uproot.iterate``.
 
     Args:
-        address (str or tuple): ``"host:port"`` of the ddsparentserver (``"host"`` alone: port 9090).
+        address (str, list or tuple): ``"host:port"`` of the ddsparentserver (``"host"`` alone: port 9090);
+            or several, as a list or one comma-separated string, tried in order (see ``DDSClient``).
         streams (str or list of str): the streams (tree names) to read.
         expressions (None, str, list of str or dict): the branches to fetch; None: all.
             With several streams, a list applies to each of them; a dict
@@ -173,6 +175,9 @@ def iterate(address, streams, expressions=None, cut=None, *, step_size=1000, kee
         library (str): ``"ak"`` (default): an awkward Array per step; ``"np"``: a dict
             ``{branch: numpy array}`` (jagged branches as object arrays of arrays).
         report (bool): yield ``(arrays, Report)`` pairs instead of arrays; default False.
+        resume (bool): when the server goes away, reconnect and continue where the steps were
+            (``DDSClient(resume=True)``); default False.
+        compression (str or None): ``"zstd"`` or ``"lz4"`` on the wire; default None.
 
     Yields:
         One step: the passing records of one stream of one file, in entry order.
@@ -192,20 +197,20 @@ def iterate(address, streams, expressions=None, cut=None, *, step_size=1000, kee
         raise ValueError(f"step_size must be a positive number of records, not {step_size!r}")
     if not timeout > 0:
         raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
-    host, port = parse_address(address)
+    servers = server_list(address)
     stream_names = (streams,) if isinstance(streams, str) else tuple(streams)
     try:
         subscription = Subscription(streams=stream_names, keep_up=keep_up, selection=cut,
                                     branches=_branches(stream_names, expressions), start=start)
     except SubscriptionError as exc:
         raise DDSError(str(exc), MessageType.BAD_SUBSCRIPTION) from None
-    return _steps(host, port, subscription, int(step_size), float(timeout), library, report)
+    return _steps(servers, subscription, int(step_size), float(timeout), library, report, resume, compression)
 
 
-def _steps(host, port, subscription, step_size, timeout, library, report):
+def _steps(servers, subscription, step_size, timeout, library, report, resume, compression):
     # connect and subscribe before the first step is asked for, so a wrong address or
     # a bad cut fails at the call, not at the first ``next()``
-    client = DDSClient(host, port)
+    client = DDSClient(servers, resume=resume, compression=compression)
     try:
         client.subscribe(subscription)
     except BaseException:

@@ -21,11 +21,12 @@ from collections.abc import Callable
 from typing import Any
 
 from . import logsetup
-from .catalog import Catalog
 from .columnar import encode_parts
+from .compression import compress_data
 from .protocol import (
     PROTOCOL_VERSION,
     Connection,
+    Data,
     Error,
     GoToFile,
     GoToNextFile,
@@ -41,6 +42,7 @@ from .protocol import (
     Subscribe,
     Welcome,
 )
+from .remote import make_catalog
 from .session import Session, SessionAbort, SessionError
 from .subscription import SubscriptionError, from_dict
 from .transport import send_chunks
@@ -225,7 +227,7 @@ def _last_word(sock: socket.socket, code: MessageType, text: str) -> None:
         pass
 
 
-def run_child(sock: socket.socket, conn: Connection, peer, config, identity: str) -> int:
+def run_child(sock: socket.socket, conn: Connection, peer, config, identity: str, codec: str = "") -> int:
     name = f"{peer[0]}:{peer[1]}"
     _set_title(f"ddschildserver {name}")
     logsetup.set_ident(f"ddschildserver[{os.getpid()}] {name}")
@@ -237,17 +239,19 @@ def run_child(sock: socket.socket, conn: Connection, peer, config, identity: str
 
     numexpr.set_num_threads(1)  # one child per client: clients, not threads, use the cores
     watch = Watch(sock, conn, parent_pid, config.idle_timeout)
-    session = Session(Catalog(config.data_dir), watch, poll_interval=config.poll_interval)
+    session = Session(make_catalog(config.data_dir), watch, poll_interval=config.poll_interval)
 
     def reply(message) -> None:
         sock.settimeout(config.stall_timeout)
+        if codec and isinstance(message, Data):
+            message = compress_data(message, codec)
         try:
             send_chunks(sock, conn.send(message))
         finally:
             sock.settimeout(None)
 
     try:
-        reply(Welcome(PROTOCOL_VERSION, identity, os.getpid()))
+        reply(Welcome(PROTOCOL_VERSION, identity, os.getpid(), codec))
         log.debug("session started")
         while True:
             msg = watch.next_request(session.read_ahead)

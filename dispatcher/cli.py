@@ -36,6 +36,21 @@ def _token(path):
         raise click.BadParameter(str(exc), param_hint="'--token-file'") from None
 
 
+def _codecs(ctx, param, value):
+    """``--compression``: a tuple of codec names (empty for none), or None for every installed one."""
+    if value is None:
+        return None
+    from .compression import CODECS
+
+    names = tuple(n.strip().lower() for n in value.split(",") if n.strip())
+    if names in ((), ("none",)):
+        return ()
+    unknown = [n for n in names if n not in CODECS]
+    if unknown:
+        raise click.BadParameter(f"unknown codec {unknown[0]!r}; known: {', '.join(CODECS)}, or none")
+    return names
+
+
 def _level(ctx, param, value):
     try:
         return logsetup.parse_level(value)
@@ -70,14 +85,19 @@ def _level(ctx, param, value):
               help="serve TLS only, with this PEM certificate chain")
 @click.option("--tls-key", type=click.Path(dir_okay=False), default=None,
               help="PEM private key for --tls-cert, if not in the same file")
+@click.option("--compression", default=None, metavar="CODECS", callback=_codecs,
+              help="codecs clients may ask for, e.g. zstd,lz4, or none [default: every one installed]")
 def parentserver(port, max_clients, level, data_dir, bind, log_file, handshake_timeout, idle_timeout,
-                 stall_timeout, poll_interval, allow, token_file, tls_cert, tls_key):
+                 stall_timeout, poll_interval, allow, token_file, tls_cert, tls_key, compression):
     """Serve the ROOT files of a DAQ data directory to DDS clients (one forked child per client)."""
     data_dir = data_dir or os.environ.get("DDS_DAQ_DATA_DIR")
     if not data_dir:
         raise click.UsageError("no data directory: give -d DIR or set DDS_DAQ_DATA_DIR")
-    if not os.path.isdir(data_dir):
-        raise click.UsageError(f"data directory {data_dir!r} does not exist or is not a directory")
+    from .remote import check_data_dir, is_remote
+
+    trouble = check_data_dir(data_dir)
+    if trouble:
+        raise click.UsageError(trouble)
     token, token_warning = _token(token_file)
     if tls_key and not tls_cert:
         raise click.UsageError("--tls-key needs --tls-cert")
@@ -88,9 +108,11 @@ def parentserver(port, max_clients, level, data_dir, bind, log_file, handshake_t
     from .parent import ParentServer, ServerConfig
 
     config = ServerConfig(
-        data_dir=os.path.abspath(data_dir), port=port, bind=bind, max_clients=max_clients,
+        data_dir=data_dir if is_remote(data_dir) else os.path.abspath(data_dir), port=port, bind=bind,
+        max_clients=max_clients,
         handshake_timeout=handshake_timeout, idle_timeout=idle_timeout, stall_timeout=stall_timeout,
         poll_interval=poll_interval, allow=allow, token=token, tls_cert=tls_cert, tls_key=tls_key,
+        compression=compression,
     )
     try:
         server = ParentServer(config)

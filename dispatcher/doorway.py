@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import access
+from . import access, compression
 from .protocol import (
     PROTOCOL_VERSION,
     Connection,
@@ -72,7 +72,7 @@ class Pending:
         tls (TLSPhase): where its TLS handshake stands.
     """
 
-    __slots__ = ("sock", "peer", "conn", "deadline", "admin", "tls")
+    __slots__ = ("sock", "peer", "conn", "deadline", "admin", "tls", "compression")
 
     def __init__(self, sock: Any, peer: Any, deadline: float, tls: TLSPhase = TLSPhase.NONE):
         self.sock = sock
@@ -81,6 +81,7 @@ class Pending:
         self.deadline = deadline
         self.admin = False  # said hello as an admin: may ask the server to stop
         self.tls = tls
+        self.compression = ""  # the codec agreed for record data ("" for none)
 
 
 @dataclass(frozen=True)
@@ -297,6 +298,16 @@ class Doorway:
             self._forget(p)
             self._refuse(p.sock, p.conn, MessageType.FORBIDDEN, "wrong or missing token")
             return None
+        if hello.compression and hello.role != "admin":
+            codecs = compression.available(self.config.compression)
+            if hello.compression not in codecs:
+                log.warning("client %s asked for %s compression, which this server cannot do", peer, hello.compression)
+                self._forget(p)
+                self._refuse(p.sock, p.conn, MessageType.PROTOCOL_ERROR,
+                             f"this server cannot compress with {hello.compression!r}; it can: "
+                             f"{', '.join(codecs) or 'no compression'}")
+                return None
+            p.compression = hello.compression
         if hello.role == "admin":
             p.admin = True
             self._send(p, Welcome(PROTOCOL_VERSION, self.identity, os.getpid()))

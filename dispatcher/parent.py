@@ -72,6 +72,7 @@ class ServerConfig:
     token: str | None = None  # shared secret every hello must carry; None: none needed
     tls_cert: str | None = None  # PEM certificate chain: serve TLS only
     tls_key: str | None = None  # PEM private key, if not in tls_cert
+    compression: tuple[str, ...] | None = None  # codecs clients may ask for; None: every one installed
 
 
 class Phase(enum.Enum):
@@ -390,7 +391,7 @@ class ParentServer:
                 self._become_child()
                 from .child import run_child
 
-                code = run_child(p.sock, p.conn, p.peer, self.config, self.identity)
+                code = run_child(p.sock, p.conn, p.peer, self.config, self.identity, p.compression)
             except BaseException:
                 try:
                     logging.getLogger("dds.child").exception("child crashed")

@@ -17,6 +17,7 @@ import enum
 import logging
 from collections.abc import Callable
 
+from . import remote
 from .catalog import Catalog, NoFileError
 from .clock import Clock, Waiter
 from .protocol import MessageType
@@ -163,6 +164,9 @@ class FilePosition:
             changed = self.reader.refresh(force)
             self._unreadable_polls = 0
             return changed
+        except remote.Unavailable as exc:  # the XRootD server is away: wait for it, skip nothing
+            log.debug("waiting for the XRootD server: %s", exc)
+            return False
         except FileGone:
             log.warning("file %s disappeared; skipping it", self.file)
             self._drop_reader()
@@ -188,6 +192,9 @@ class FilePosition:
         if isinstance(exc, FileGone):
             log.warning("file %s disappeared while reading %s", self.file, stream)
             self._drop_reader()
+            return
+        if isinstance(exc, remote.Unavailable):  # not the file's fault: retried until the server is back
+            log.debug("waiting for the XRootD server: %s", exc)
             return
         # The open file may be mid-write: retried on later polls, but not for ever.
         self.read_failures += 1

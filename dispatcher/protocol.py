@@ -128,6 +128,8 @@ class Hello(Message):
     client: str = ""
     role: str = "client"  # "client" for a data session, "admin" for ddscomm
     token: str = ""
+    # codec for record data ("zstd", "lz4"); "" for none, then not sent (servers before it refuse unknown fields)
+    compression: str = field(default="", metadata={"omit_empty": True})
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,7 @@ class Welcome(Message):
     protocol: int
     server: str
     pid: int
+    compression: str = field(default="", metadata={"omit_empty": True})  # the codec agreed: the one asked for
 
 
 @dataclass(frozen=True)
@@ -321,7 +324,8 @@ def encode(message: Message) -> list:
         raise LocalProtocolError(f"an invalid {message.request!r} request is never sent")
     else:
         header = {"type": message.TYPE}
-        header.update((f.name, _header_value(getattr(message, f.name))) for f in dataclasses.fields(message))
+        header.update((f.name, _header_value(getattr(message, f.name))) for f in dataclasses.fields(message)
+                      if not (f.metadata.get("omit_empty") and getattr(message, f.name) == ""))
         chunks = []
     head = json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
     body_len = sum(memoryview(c).nbytes for c in chunks)

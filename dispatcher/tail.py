@@ -25,6 +25,7 @@ import awkward as ak
 import numpy.ma  # noqa: F401  awkward imports it on the first read: load it once, before the parent forks
 import uproot
 
+from . import remote
 from .budget import Expired, branch_budget, within
 from .streams import StreamInfo, entry_offsets, is_stream_class, schema, stream_info
 
@@ -108,6 +109,8 @@ class FileReader:
 
     def _stat(self) -> tuple:
         try:
+            if remote.is_remote(self.path):
+                return remote.stat(self.path)  # raises remote.Unavailable when the server does not answer
             st = os.stat(self.path)
         except FileNotFoundError:
             raise FileGone(f"file {self.name} was deleted") from None
@@ -130,7 +133,7 @@ class FileReader:
                 time.sleep(pause)
             try:
                 return attempt(n)
-            except (FileGone, Unreadable, SlowBranch):
+            except (FileGone, Unreadable, SlowBranch, remote.Unavailable):
                 raise
             except Exception as exc:  # uproot raises many kinds on torn or foreign data
                 last = exc
@@ -166,8 +169,11 @@ class FileReader:
         stat_time = time.time()
         sig = self._stat()
         # no array cache: every range is read once, and a cache would hold up to 100 MB per child
-        f = uproot.open(self.path, handler=uproot.source.file.MultithreadedFileSource, use_threads=False,
-                        array_cache=None)
+        if remote.is_remote(self.path):  # vector reads: the baskets of one read in one request
+            f = uproot.open(self.path, handler=remote.source(), timeout=remote.REQUEST_SECONDS, array_cache=None)
+        else:
+            f = uproot.open(self.path, handler=uproot.source.file.MultithreadedFileSource, use_threads=False,
+                            array_cache=None)
         try:
             trees = self._scan(f, strict)
         except BaseException:
@@ -303,7 +309,7 @@ class FileReader:
         for name in names:
             try:
                 self._arrays(stream, [name], start, stop)
-            except (FileGone, Unreadable):
+            except (FileGone, Unreadable, remote.Unavailable):
                 raise
             except SlowBranch as slow:
                 bad[name] = str(slow)

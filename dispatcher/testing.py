@@ -13,14 +13,18 @@ the server the same way. The server itself never imports it.
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["LISTENING", "ServerProc", "server_command"]
+__all__ = ["LISTENING", "ServerProc", "XRootDProc", "server_command"]
 
 #: the line the parent logs once it accepts connections, with the real port
 LISTENING = re.compile(r"listening on [\d.]+:(\d+)")
@@ -123,3 +127,101 @@ class ServerProc:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class XRootDProc:
+    """A real ``xrootd`` exporting a new directory on 127.0.0.1 with a free port; a context manager that stops it.
+
+    xrootd refuses to run as root, so as root it is started with ``-R`` and an unprivileged
+    user (``nobody``); xrootd 5.5 has no bind-address option, so its config allows only
+    localhost to connect. The exported directory is world-readable (the server runs as
+    that user); files written into it by the test are read through ``url``.
+
+    Args:
+        port (int or None): the port; default a free one (also for a restart on the same port).
+
+    Attributes:
+        export (Path): the exported directory; ``url`` its ``root://127.0.0.1:PORT//...`` URL.
+    """
+
+    def __init__(self, port: int | None = None, user: str = "nobody") -> None:
+        exe = shutil.which("xrootd")
+        if exe is None:
+            raise RuntimeError("no xrootd server: install Debian's xrootd-server (make xrootd-server)")
+        self.base = Path(tempfile.mkdtemp(prefix="dds-xrootd-"))
+        self.export = self.base / "data"
+        self.admin = self.base / "admin"
+        self.export.mkdir()
+        self.admin.mkdir()
+        for d in (self.base, self.export):
+            d.chmod(0o755)
+        self.user = user
+        if os.geteuid() == 0:
+            shutil.chown(self.admin, user)
+        self.port = port or _free_port()
+        self.config = self.base / "xrootd.cfg"
+        self.config.write_text(
+            f"xrd.port {self.port}\n"
+            "xrd.allow host localhost\n"
+            "xrd.allow host 127.0.0.1\n"
+            f"all.export {self.export}\n"
+            f"all.adminpath {self.admin}\n"
+            f"all.pidpath {self.admin}\n"
+        )
+        self.log_path = self.admin / "xrootd.log"
+        self.proc: subprocess.Popen | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"root://127.0.0.1:{self.port}/{self.export}"
+
+    def start(self, timeout: float = 20.0) -> None:
+        """Start (again, on the same port) and wait until it answers."""
+        cmd = ["xrootd", "-c", str(self.config), "-l", str(self.log_path), "-n", f"dds{self.port}"]
+        if os.geteuid() == 0:
+            cmd += ["-R", self.user]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"xrootd exited with {self.proc.returncode}: {self.log[-2000:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"xrootd did not start listening on port {self.port}: {self.log[-2000:]}")
+
+    @property
+    def log(self) -> str:
+        logs = sorted(self.admin.rglob("xrootd.log*"))
+        return "".join(p.read_text(errors="replace") for p in logs)
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 5 s."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def close(self) -> None:
+        """Stop and remove the exported directory."""
+        self.stop()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    def __enter__(self) -> XRootDProc:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

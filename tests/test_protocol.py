@@ -762,7 +762,7 @@ def test_the_client_sdk_imports_only_the_wire_layer_and_nothing_heavy():
     loaded = set(out.split())
     wire_layer = {"dispatcher", *(f"dispatcher.{m}" for m in
                                   ("protocol", "layouts", "columnar", "subscription", "transport", "tlsstream",
-                                   "suggest"))}
+                                   "suggest", "compression"))}
     assert loaded <= wire_layer, loaded - wire_layer
 
 

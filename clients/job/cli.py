@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import DDSError
-from ..iterate import parse_address
+from ..failover import server_list
 from .modules import BUILTIN_MODULES, Module
 from .runner import INTERRUPTED, Job
 from .settings import SETTINGS
@@ -103,7 +103,7 @@ def _build_cli() -> Any:
             if settings:
                 job.input.set(*settings)
             if host is not None or port is not None:
-                old_host, old_port = parse_address(job.input.settings["server"])
+                old_host, old_port = server_list(job.input.settings["server"])[0]
                 job.input.set(server=(host or old_host, port or old_port))
             target = job.path(run_path)
             for m in modules:

@@ -6,12 +6,13 @@ import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from dispatcher.compression import CODECS
 from dispatcher.subscription import KeepUp, Subscription, SubscriptionError
 from dispatcher.suggest import did_you_mean
 
 from ..client import DDSClient
 from ..errors import DDSError, MessageType
-from ..iterate import parse_address
+from ..failover import server_list, server_text
 
 __all__ = ["DEFAULT_TIMEOUT", "SETTINGS", "InputModule", "Setting"]
 
@@ -68,8 +69,24 @@ def _count(what: str) -> Callable[[Any], int]:
 
 
 def _server(value: Any) -> str:
-    host, port = parse_address(value)
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # an IPv6 address keeps its brackets
+    # one server or a list of them (a list, or "hostA:9090,hostB:9091"), tried in order
+    return server_text(server_list(value))  # an IPv6 address keeps its brackets
+
+
+def _flag(value: Any) -> bool:
+    text = str(value).strip().lower()
+    if isinstance(value, bool) or text in ("true", "false", "yes", "no", "on", "off", "1", "0"):
+        return value if isinstance(value, bool) else text in ("true", "yes", "on", "1")
+    raise ValueError(f"expected true or false, not {value!r}")
+
+
+def _compression(value: Any) -> str | None:
+    text = "" if value is None else str(value).strip().lower()
+    if text in ("", "none"):
+        return None
+    if text not in CODECS:
+        raise ValueError(f"DDSCompression must be one of {', '.join(CODECS)} or none, not {value!r}")
+    return text
 
 
 def _selection(value: Any) -> str | dict | None:
@@ -106,7 +123,11 @@ class Setting(NamedTuple):
 
 #: setting -> (MINOS-style key, parser, default, meaning)
 SETTINGS: dict[str, Setting] = {
-    "server": Setting("DDSServer", _server, "localhost:9090", "host:port of the ddsparentserver"),
+    "server": Setting("DDSServer", _server, "localhost:9090",
+                      "host:port of the ddsparentserver, or several, comma-separated, tried in order"),
+    "resume": Setting("DDSResume", _flag, False,
+                      "when the server goes away, reconnect (to the server list) and continue where the job was"),
+    "compression": Setting("DDSCompression", _compression, None, "zstd or lz4: record data compressed on the wire"),
     "streams": Setting("DDSStreams", _streams, ("DaqSnarl",), "comma-separated stream (tree) names"),
     "keep_up": Setting("DDSKeepUpMode", _keep_up, KeepUp.FILE,
                        "All, FileKeepUp or RecordKeepUp (all, file, record)"),
@@ -202,8 +223,8 @@ class InputModule:
     def connect(self) -> DDSClient:
         """A client connected to the server and subscribed."""
         subscription = self.subscription()
-        host, port = parse_address(self.settings["server"])
-        client = DDSClient(host, port, connect_timeout=self.settings["connect_timeout"])
+        client = DDSClient(server_list(self.settings["server"]), connect_timeout=self.settings["connect_timeout"],
+                           resume=self.settings["resume"], compression=self.settings["compression"])
         try:
             client.subscribe(subscription)
         except BaseException:
