@@ -74,8 +74,11 @@ def _level(ctx, param, value):
               help="serve Prometheus metrics at http://ADDR:PORT/metrics [default: off]")
 @click.option("--metrics-bind", default="127.0.0.1", show_default=True, metavar="ADDR",
               help="address the metrics are served on")
+@click.option("--status-reports/--no-status-reports", default=True, hidden=True,
+              help="children report their state to the parent (off: only to measure what it costs)")
 def parentserver(port, max_clients, level, data_dir, bind, log_file, handshake_timeout, idle_timeout,
-                 stall_timeout, poll_interval, allow, token_file, tls_cert, tls_key, metrics_port, metrics_bind):
+                 stall_timeout, poll_interval, allow, token_file, tls_cert, tls_key, metrics_port, metrics_bind,
+                 status_reports):
     """Serve the ROOT files of a DAQ data directory to DDS clients (one forked child per client)."""
     data_dir = data_dir or os.environ.get("DDS_DAQ_DATA_DIR")
     if not data_dir:
@@ -95,7 +98,7 @@ def parentserver(port, max_clients, level, data_dir, bind, log_file, handshake_t
         data_dir=os.path.abspath(data_dir), port=port, bind=bind, max_clients=max_clients,
         handshake_timeout=handshake_timeout, idle_timeout=idle_timeout, stall_timeout=stall_timeout,
         poll_interval=poll_interval, allow=allow, token=token, tls_cert=tls_cert, tls_key=tls_key,
-        metrics_port=metrics_port, metrics_bind=metrics_bind,
+        metrics_port=metrics_port, metrics_bind=metrics_bind, status_reports=status_reports,
     )
     try:
         server = ParentServer(config)
