@@ -111,6 +111,7 @@ class Watch:
         """Sleep up to ``seconds`` during a request."""
         if self.reporter is not None:
             self.reporter.set_state(WAITING)
+            self.reporter.tick()
         for key, _ in self.sel.select(seconds):
             if key.data == "sock":
                 try:

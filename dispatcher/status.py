@@ -107,10 +107,10 @@ class Reporter:
         self._dirty = True
 
     def set_state(self, state: str) -> None:
+        """What the child is doing now (sent with the next snapshot: after a reply, or at a wait's tick)."""
         if state != self.state:
             self.state = state
             self._dirty = True
-            self.tick()
 
     def sent(self, message: Message, nbytes: int) -> None:
         """A reply of ``nbytes`` went out: count its records and keep its freshness."""
