@@ -145,9 +145,11 @@ class Watch:
             if not events and idle_work is not None and idle_work():
                 continue
             idle_work = None
+            pause = min(1.0, left)
             if self.reporter is not None:
-                self.reporter.tick()  # a snapshot held back by the rate limit goes out now
-            for key, _ in events or self.sel.select(min(1.0, left)):
+                self.reporter.tick()  # a snapshot held back by the rate limit goes out now, or when due
+                pause = min(pause, self.reporter.due_in())
+            for key, _ in events or self.sel.select(pause):
                 if key.data == "sock":
                     try:
                         data = self.sock.recv(65536, socket.MSG_DONTWAIT)

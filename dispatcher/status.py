@@ -132,8 +132,13 @@ class Reporter:
             if ages:
                 self.age = min(ages)
                 self.replied_at = time.time()
-        self._dirty = True
-        self.tick()
+        self._dirty = True  # sent at the next tick: by then the child says what it does after the reply
+
+    def due_in(self) -> float:
+        """Seconds until a held-back snapshot may go (a large number when none is held back)."""
+        if not self._dirty:
+            return 3600.0
+        return max(0.0, REPORT_SECONDS - (self.clock() - self._sent_at))
 
     def tick(self) -> None:
         """Send a snapshot if one is due."""
