@@ -391,7 +391,7 @@ def _record_sets(parts: list[Part], layout: Layout | None) -> list[RecordSet]:
             p, r = parts[i], used[i]
             used[i] += 1
             out.append(RecordSet(p.file, {p.stream: rows[i][r]}, {p.stream: int(p.entries[r])},
-                                 unserved=_unserved([p])))
+                                 unserved=_unserved([p]), **_fresh([(p, r)])))
         return out
     if not isinstance(layout, SetsLayout):
         raise DDSError(f"record sets without a set layout: {type(layout).__name__}", MessageType.PROTOCOL_ERROR)
@@ -403,14 +403,16 @@ def _record_sets(parts: list[Part], layout: Layout | None) -> list[RecordSet]:
             records[p.stream] = p.arrays[row].to_list()
             entries[p.stream] = int(p.entries[row])
         members = [parts[i] for i, _ in s.members]
-        out.append(RecordSet(s.file, records, entries, s.missing, unserved=_unserved(members)))
+        out.append(RecordSet(s.file, records, entries, s.missing, unserved=_unserved(members),
+                             **_fresh([(parts[i], row) for i, row in s.members])))
     return out
 
 
 def _record_batch(parts: list[Part], layout: Layout | None) -> RecordBatch:
     if layout is None:
         p = parts[0]
-        return RecordBatch(p.stream, p.file, p.entries, p.arrays, unserved=_unserved([p]))
+        return RecordBatch(p.stream, p.file, p.entries, p.arrays, unserved=_unserved([p]),
+                           **_fresh([(p, len(p.entries) - 1)]))
     if not isinstance(layout, SyncBatchLayout):
         raise DDSError(f"a batch with a set layout: {type(layout).__name__}", MessageType.PROTOCOL_ERROR)
     # synced sets: one field per stream, None where the stream is missing from a set
@@ -426,9 +428,30 @@ def _record_batch(parts: list[Part], layout: Layout | None) -> RecordBatch:
         ent = np.full(n, -1, dtype=np.int64)
         ent[rows] = p.entries
         entries[p.stream] = ent
-    return RecordBatch(None, file, entries, ak.zip(fields, depth_limit=1), unserved=_unserved(parts))
+    return RecordBatch(None, file, entries, ak.zip(fields, depth_limit=1), unserved=_unserved(parts),
+                       **_fresh([(p, len(p.entries) - 1) for p in parts if len(p.entries)]))
 
 
 def _unserved(parts: list[Part]) -> dict[str, dict[str, str]]:
     """``{stream: {branch: why}}``: what the file's streams hold that the server cannot serve."""
     return {p.stream: dict(p.unserved) for p in parts if p.unserved}
+
+
+def _fresh(members: list[tuple[Part, int]]) -> dict:
+    """``lag``, ``age`` and ``skipped`` of a set or batch made of these (part, row) members.
+
+    A part's ``lag`` counts after its last record, so a row before it lags by the entries in
+    between too; its ``age`` steps give each row the age of the records up to that step's entry.
+    """
+    lag: dict[str, int] = {}
+    skipped: dict[str, int] = {}
+    ages: list[float] = []
+    for p, row in members:
+        entry = int(p.entries[row])
+        if p.lag is not None:
+            lag[p.stream] = p.lag + int(p.entries[-1]) - entry
+        if p.age:
+            ages.append(next((seconds for last, seconds in p.age if last >= entry), p.age[-1][1]))
+        if p.skipped is not None:
+            skipped[p.stream] = p.skipped
+    return {"lag": lag, "age": min(ages) if ages else None, "skipped": skipped}

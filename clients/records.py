@@ -16,16 +16,27 @@ class RecordSet:
         missing (tuple): streams left out of a synced set; empty otherwise.
         unserved (dict): ``{stream: {branch: why}}``, branches the file's streams hold that the
             server cannot serve (uproot cannot read them); empty when everything is served.
+        lag (dict): ``{stream: records of that stream written after the one in this set}``, as the
+            server knew it when it replied.
+        age (float or None): seconds since the newest record in the set was written, as best the
+            server knows (when it first saw it; for a file already closed then, its modification time),
+            at the time it replied; None when the server did not say.
+        skipped (dict): keep-up ``record`` only: ``{stream: passing records skipped since the previous
+            set}``; empty in the other modes.
     """
 
-    __slots__ = ("file", "records", "entries", "missing", "unserved")
+    __slots__ = ("file", "records", "entries", "missing", "unserved", "lag", "age", "skipped")
 
-    def __init__(self, file: str, records: dict, entries: dict, missing=(), unserved: dict | None = None):
+    def __init__(self, file: str, records: dict, entries: dict, missing=(), unserved: dict | None = None,
+                 lag: dict | None = None, age: float | None = None, skipped: dict | None = None):
         self.file = file
         self.records = records
         self.entries = entries
         self.missing = tuple(missing)
         self.unserved = unserved or {}
+        self.lag = lag or {}
+        self.age = age
+        self.skipped = skipped or {}
 
     @property
     def stream(self) -> str | None:
@@ -53,16 +64,24 @@ class RecordBatch:
         entries (numpy.ndarray): int64 entry numbers (for synced sets: ``{stream: entries}``, -1 where missing).
         arrays (awkward.Array): one record per entry (for synced sets: one field per stream, None where missing).
         unserved (dict): ``{stream: {branch: why}}``, what the server cannot serve of this file's streams.
+        lag (dict): ``{stream: records written after the last one of that stream in this batch}``.
+        age (float or None): seconds since the newest record in the batch was written (see RecordSet).
+        skipped (dict): keep-up ``record`` only: ``{stream: passing records skipped since the previous
+            set or batch}``; empty in the other modes.
     """
 
-    __slots__ = ("stream", "file", "entries", "arrays", "unserved")
+    __slots__ = ("stream", "file", "entries", "arrays", "unserved", "lag", "age", "skipped")
 
-    def __init__(self, stream, file: str, entries, arrays: ak.Array, unserved: dict | None = None):
+    def __init__(self, stream, file: str, entries, arrays: ak.Array, unserved: dict | None = None,
+                 lag: dict | None = None, age: float | None = None, skipped: dict | None = None):
         self.stream = stream
         self.file = file
         self.entries = entries
         self.arrays = arrays
         self.unserved = unserved or {}
+        self.lag = lag or {}
+        self.age = age
+        self.skipped = skipped or {}
 
     def __len__(self) -> int:
         return len(self.arrays)

@@ -3,8 +3,8 @@
 This is the kind of client DDS serves at the detector: it subscribes with
 keep-up ``all`` (every record, never skipping), takes records in batches, and
 redraws a plain-text screen: records per second per stream, how far behind the
-DAQ it is, the latest DAQ and DCS monitor values, and a histogram of ``nhits``
-of every snarl.
+DAQ it is (as the server says: each batch's ``.age`` and ``.lag``), the latest
+DAQ and DCS monitor values, and a histogram of ``nhits`` of every snarl.
 
 ``python -m demo.monitor -H HOST -p PORT`` runs it alone against any server;
 ``ddsdemo`` runs it next to the event display.
@@ -49,6 +49,8 @@ class LiveMonitor(BackgroundClient):
         self.counts = dict.fromkeys(streams, 0)
         self.files: dict = {}  # stream -> newest file
         self.latest: dict = {}  # stream -> {branch: value} of its newest record
+        self.age: dict = {}  # stream -> seconds its newest record had been written when the server sent it
+        self.lag: dict = {}  # stream -> records written after its newest one, as the server knew
         self._arrivals: collections.deque[tuple[float, str, int]] = collections.deque()  # (monotonic time, stream, n)
         self._nhits_sum = 0.0
         self._nhits_sum2 = 0.0
@@ -59,6 +61,10 @@ class LiveMonitor(BackgroundClient):
     def receive(self, dds) -> None:
         batch = dds.next_batch(5000, timeout=0.25)
         self.add(batch.stream, batch.file, batch.arrays)
+        with self._lock:
+            if batch.age is not None:
+                self.age[batch.stream] = batch.age
+            self.lag.update(batch.lag)
 
     def add(self, stream: str, file: str, arrays: ak.Array) -> None:
         n = len(arrays)
@@ -99,6 +105,7 @@ class LiveMonitor(BackgroundClient):
             counts = dict(self.counts)
             files = dict(self.files)
             latest = {k: dict(v) for k, v in self.latest.items()}
+            age, lag = dict(self.age), dict(self.lag)
             h = self.hist.copy()
             n_snarls = counts.get("DaqSnarl", 0)
             mean = self._nhits_sum / n_snarls if n_snarls else math.nan
@@ -111,9 +118,9 @@ class LiveMonitor(BackgroundClient):
         daq = latest.get("DaqMonitor")
         dcs = latest.get("DcsMonitor")
         status = []
-        if snarl and "time" in snarl:
-            behind = max(0.0, time.time() - snarl["time"])
-            status.append(f"newest snarl {snarl.get('snarl', '?')}, {behind:.2f} s behind the DAQ")
+        if snarl and "DaqSnarl" in age:
+            status.append(f"newest snarl {snarl.get('snarl', '?')}, {age['DaqSnarl']:.2f} s behind the DAQ "
+                          f"({lag.get('DaqSnarl', 0)} records)")
         if daq and "trigger_rate" in daq:
             status.append(f"DAQ trigger rate {daq['trigger_rate']:.0f} Hz")
         if dcs and "hv" in dcs:

@@ -38,12 +38,14 @@ from .protocol import (
     Ok,
     ProtocolError,
     Rewind,
+    Status,
     Stop,
     Subscribe,
     Welcome,
 )
 from .remote import make_catalog
 from .session import Session, SessionAbort, SessionError
+from .status import IDLE, READING, SENDING, WAITING, Reporter, reply_bytes
 from .subscription import SubscriptionError, from_dict
 from .transport import send_chunks
 
@@ -91,6 +93,7 @@ class Watch:
         self.sel.register(self.wake_r, selectors.EVENT_READ, "wake")
         self.sel.register(sock, selectors.EVENT_READ, "sock")
         self.watching = True
+        self.reporter: Reporter | None = None  # told when the session waits for data
 
     def _check(self) -> None:
         try:
@@ -108,6 +111,9 @@ class Watch:
 
     def wait(self, seconds: float) -> None:
         """Sleep up to ``seconds`` during a request."""
+        if self.reporter is not None:
+            self.reporter.set_state(WAITING)
+            self.reporter.tick()
         for key, _ in self.sel.select(seconds):
             if key.data == "sock":
                 try:
@@ -141,7 +147,11 @@ class Watch:
             if not events and idle_work is not None and idle_work():
                 continue
             idle_work = None
-            for key, _ in events or self.sel.select(min(1.0, left)):
+            pause = min(1.0, left)
+            if self.reporter is not None:
+                self.reporter.tick()  # a snapshot held back by the rate limit goes out now, or when due
+                pause = min(pause, self.reporter.due_in())
+            for key, _ in events or self.sel.select(pause):
                 if key.data == "sock":
                     try:
                         data = self.sock.recv(65536, socket.MSG_DONTWAIT)
@@ -189,6 +199,10 @@ def _stop(session: Session, msg: Stop) -> Message:
     return Error(MessageType.FORBIDDEN, "stop the server with an admin connection (ddscomm -s)")
 
 
+def _status(session: Session, msg: Status) -> Message:
+    return Error(MessageType.FORBIDDEN, "ask the server's status with an admin connection (ddscomm --status)")
+
+
 def _invalid(session: Session, msg: InvalidRequest) -> Message:
     # a value out of range costs one answer, like any other refused request
     return Error(MessageType.BAD_SUBSCRIPTION, msg.reason)
@@ -203,6 +217,7 @@ HANDLERS: dict[type[Message], Callable[[Session, Any], Message]] = {
     GoToFile: _go_to_file,
     GoToNextFile: _go_to_next_file,
     Stop: _stop,
+    Status: _status,
     InvalidRequest: _invalid,
 }
 
@@ -227,7 +242,18 @@ def _last_word(sock: socket.socket, code: MessageType, text: str) -> None:
         pass
 
 
-def run_child(sock: socket.socket, conn: Connection, peer, config, identity: str, codec: str = "") -> int:
+def _session_end_line(reporter: Reporter, ended: str) -> None:
+    """One line per client at the end: what it was served, for how long, how it ended."""
+    records = sum(reporter.records.values())
+    per_stream = ", ".join(f"{s} {n}" for s, n in sorted(reporter.records.items()))
+    log.info("session ended (%s) after %.1f s: %d records%s, %d bytes in %d replies", ended,
+             reporter.clock() - reporter.started_mono, records, f" ({per_stream})" if per_stream else "",
+             reporter.bytes, reporter.replies)
+
+
+def run_child(sock: socket.socket, conn: Connection, peer, config, identity: str, codec: str = "",
+              report: socket.socket | None = None) -> int:
+    """Serve one client until it leaves; ``report`` is this child's end of the status channel."""
     name = f"{peer[0]}:{peer[1]}"
     _set_title(f"ddschildserver {name}")
     logsetup.set_ident(f"ddschildserver[{os.getpid()}] {name}")
@@ -240,21 +266,29 @@ def run_child(sock: socket.socket, conn: Connection, peer, config, identity: str
     numexpr.set_num_threads(1)  # one child per client: clients, not threads, use the cores
     watch = Watch(sock, conn, parent_pid, config.idle_timeout)
     session = Session(make_catalog(config.data_dir), watch, poll_interval=config.poll_interval)
+    reporter = watch.reporter = Reporter(report, name)
+    reporter.session = session
 
     def reply(message) -> None:
-        sock.settimeout(config.stall_timeout)
+        reporter.set_state(SENDING)
         if codec and isinstance(message, Data):
             message = compress_data(message, codec)
+        chunks = conn.send(message)
+        sock.settimeout(config.stall_timeout)
         try:
-            send_chunks(sock, conn.send(message))
+            send_chunks(sock, chunks)
         finally:
             sock.settimeout(None)
+        reporter.sent(message, reply_bytes(chunks))
 
+    ended = "client left"
     try:
         reply(Welcome(PROTOCOL_VERSION, identity, os.getpid(), codec))
         log.debug("session started")
         while True:
+            reporter.set_state(IDLE)
             msg = watch.next_request(session.read_ahead)
+            reporter.set_state(READING)
             log.log(logsetup.VERBOSE, "request %s", msg)
             try:
                 answer = handle(session, msg)
@@ -267,22 +301,30 @@ def run_child(sock: socket.socket, conn: Connection, peer, config, identity: str
     except SessionAbort as exc:
         why = str(exc)
         if why == "shutdown":
+            ended = "server stopping"
             log.info("server stopping: telling the client")
             _last_word(sock, MessageType.SHUTDOWN, "server is shutting down")
         elif why == "parent gone":
+            ended = "parent gone"
             log.warning("parent server is gone: ending the session")
         elif why == "idle":
+            ended = "idle"
             log.info("client idle for %.0f s: dropped", config.idle_timeout)
         else:
             log.info("client left")
     except ProtocolError as exc:
+        ended = "protocol error"
         log.warning("protocol error: %s", exc)
         _last_word(sock, MessageType.PROTOCOL_ERROR, str(exc))
     except TimeoutError:  # socket.timeout
+        ended = "stalled"
         log.warning("client stopped reading for %.0f s: dropped", config.stall_timeout)
     except (ConnectionError, OSError) as exc:
+        ended = "connection lost"
         log.info("client connection lost: %s", exc)
     finally:
+        _session_end_line(reporter, ended)
+        reporter.finish(ended)
         session.close()
         try:
             sock.shutdown(socket.SHUT_RDWR)

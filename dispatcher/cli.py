@@ -87,8 +87,15 @@ def _level(ctx, param, value):
               help="PEM private key for --tls-cert, if not in the same file")
 @click.option("--compression", default=None, metavar="CODECS", callback=_codecs,
               help="codecs clients may ask for, e.g. zstd,lz4, or none [default: every one installed]")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
+              help="serve Prometheus metrics at http://ADDR:PORT/metrics [default: off]")
+@click.option("--metrics-bind", default="127.0.0.1", show_default=True, metavar="ADDR",
+              help="address the metrics are served on")
+@click.option("--status-reports/--no-status-reports", default=True, hidden=True,
+              help="children report their state to the parent (off: only to measure what it costs)")
 def parentserver(port, max_clients, level, data_dir, bind, log_file, handshake_timeout, idle_timeout,
-                 stall_timeout, poll_interval, allow, token_file, tls_cert, tls_key, compression):
+                 stall_timeout, poll_interval, allow, token_file, tls_cert, tls_key, compression, metrics_port,
+                 metrics_bind, status_reports):
     """Serve the ROOT files of a DAQ data directory to DDS clients (one forked child per client)."""
     data_dir = data_dir or os.environ.get("DDS_DAQ_DATA_DIR")
     if not data_dir:
@@ -113,6 +120,7 @@ def parentserver(port, max_clients, level, data_dir, bind, log_file, handshake_t
         handshake_timeout=handshake_timeout, idle_timeout=idle_timeout, stall_timeout=stall_timeout,
         poll_interval=poll_interval, allow=allow, token=token, tls_cert=tls_cert, tls_key=tls_key,
         compression=compression,
+        metrics_port=metrics_port, metrics_bind=metrics_bind, status_reports=status_reports,
     )
     try:
         server = ParentServer(config)
@@ -121,7 +129,10 @@ def parentserver(port, max_clients, level, data_dir, bind, log_file, handshake_t
     try:
         server.bind()
     except OSError as exc:
-        raise click.ClickException(f"cannot listen on {bind}:{port}: {exc.strerror or exc}") from None
+        where = f"{bind}:{port}" if server.listener is None else f"{metrics_bind}:{metrics_port} (metrics)"
+        raise click.ClickException(f"cannot listen on {where}: {exc.strerror or exc}") from None
+    except RuntimeError as exc:  # --metrics-port without prometheus-client
+        raise click.ClickException(str(exc)) from None
     # Import the readers and the child's own code now, once, so every forked child starts
     # with them loaded (imported after the fork, the child's code costs every connection ~4 ms).
     import dispatcher.child  # noqa: F401
@@ -137,6 +148,10 @@ def parentserver(port, max_clients, level, data_dir, bind, log_file, handshake_t
 
 @click.command(context_settings=_CTX)
 @click.option("-s", "--shutdown", is_flag=True, help="stop the ddsparentserver")
+@click.option("--status", is_flag=True, help="show the server and a row per client")
+@click.option("--json", "as_json", is_flag=True, help="with --status: one JSON object (docs/STATUS.md)")
+@click.option("--watch", type=click.FloatRange(min=0.1), default=None, metavar="SECONDS",
+              help="with --status: redraw every SECONDS until Ctrl-C")
 @click.option("-H", "--host", default="localhost", show_default=True)
 @click.option("-p", "--port", type=click.IntRange(1, 65535), default=9090, show_default=True)
 @click.option("--timeout", type=float, default=5.0, show_default=True, help="seconds to wait for the server")
@@ -145,49 +160,98 @@ def parentserver(port, max_clients, level, data_dir, bind, log_file, handshake_t
 @click.option("--tls", is_flag=True, help="talk TLS (for a server started with --tls-cert)")
 @click.option("--cafile", type=click.Path(dir_okay=False), default=None,
               help="with --tls: trust this CA (or self-signed) certificate [default: the system CAs]")
-def ddscomm(shutdown, host, port, timeout, token_file, tls, cafile):
-    """Talk to a running ddsparentserver."""
-    if not shutdown:
-        raise click.UsageError("nothing to do: use -s to shut the server down")
-    from .protocol import PROTOCOL_VERSION, Connection, Error, Hello, Ok, Stop, Welcome
-    from .transport import recv_message, send_message
+def ddscomm(shutdown, status, as_json, watch, host, port, timeout, token_file, tls, cafile):
+    """Talk to a running ddsparentserver: stop it (-s) or show its status (--status)."""
+    if shutdown and status:
+        raise click.UsageError("give -s or --status, not both")
+    if not shutdown and not status:
+        raise click.UsageError("nothing to do: use -s to shut the server down, --status to see it")
+    if (as_json or watch) and not status:
+        raise click.UsageError("--json and --watch go with --status")
+    from .protocol import Error, Ok, Stop
 
     token, _ = _token(token_file)
-    sock: Any
-    try:
-        sock = socket.create_connection((host, port), timeout=timeout)
-    except OSError:
-        click.echo(f"no ddsparentserver at {host}:{port}", err=True)
-        sys.exit(1)
-    if tls or cafile:
-        from .access import TLSStream, client_tls_context
-
-        try:
-            sock = TLSStream(client_tls_context(cafile).wrap_socket(sock, server_hostname=host))
-        except OSError as exc:
-            sock.close()
-            click.echo(f"TLS with ddsparentserver at {host}:{port} failed: {exc}", err=True)
-            sys.exit(1)
-    conn = Connection("client")
-    try:
-        with sock:
-            send_message(sock, conn, Hello(PROTOCOL_VERSION, "ddscomm", role="admin", token=token or ""))
-            welcome = recv_message(sock, conn, timeout)
-            if isinstance(welcome, Error):
-                click.echo(f"ddsparentserver at {host}:{port} refused: {welcome.message}", err=True)
-                sys.exit(1)
-            assert isinstance(welcome, Welcome)
-            send_message(sock, conn, Stop())
-            answer = recv_message(sock, conn, timeout)
-    except Exception as exc:  # refused, reset, timed out, garbled: there is no server to talk to
-        click.echo(f"no ddsparentserver at {host}:{port} ({exc})", err=True)
-        sys.exit(1)
+    admin = _Admin(host, port, timeout, token or "", tls or bool(cafile), cafile)
+    if status:
+        _show_status(admin, as_json, watch)
+        return
+    answer = admin.call(Stop())
     if isinstance(answer, Ok):
         click.echo(f"ddsparentserver at {host}:{port} is shutting down")
         sys.exit(0)
     msg = answer.message if isinstance(answer, Error) else str(answer)
     click.echo(f"ddsparentserver at {host}:{port} refused to shut down: {msg}", err=True)
     sys.exit(1)
+
+
+class _Admin:
+    """One admin request per connection: hello as ``admin``, the request, its answer."""
+
+    def __init__(self, host: str, port: int, timeout: float, token: str, tls: bool, cafile: str | None):
+        self.host, self.port, self.timeout, self.token, self.tls, self.cafile = host, port, timeout, token, tls, cafile
+
+    def call(self, request) -> Any:
+        """The server's answer to ``request``; exits 1 when there is no server or it refuses the hello."""
+        from .protocol import PROTOCOL_VERSION, Connection, Error, Hello, Welcome
+        from .transport import recv_message, send_message
+
+        host, port = self.host, self.port
+        sock: Any
+        try:
+            sock = socket.create_connection((host, port), timeout=self.timeout)
+        except OSError:
+            click.echo(f"no ddsparentserver at {host}:{port}", err=True)
+            sys.exit(1)
+        if self.tls:
+            from .access import TLSStream, client_tls_context
+
+            try:
+                sock = TLSStream(client_tls_context(self.cafile).wrap_socket(sock, server_hostname=host))
+            except OSError as exc:
+                sock.close()
+                click.echo(f"TLS with ddsparentserver at {host}:{port} failed: {exc}", err=True)
+                sys.exit(1)
+        conn = Connection("client")
+        try:
+            with sock:
+                send_message(sock, conn, Hello(PROTOCOL_VERSION, "ddscomm", role="admin", token=self.token))
+                welcome = recv_message(sock, conn, self.timeout)
+                if isinstance(welcome, Error):
+                    click.echo(f"ddsparentserver at {host}:{port} refused: {welcome.message}", err=True)
+                    sys.exit(1)
+                assert isinstance(welcome, Welcome)
+                send_message(sock, conn, request)
+                return recv_message(sock, conn, self.timeout)
+        except Exception as exc:  # refused, reset, timed out, garbled: there is no server to talk to
+            click.echo(f"no ddsparentserver at {host}:{port} ({exc})", err=True)
+            sys.exit(1)
+
+
+def _show_status(admin: _Admin, as_json: bool, watch: float | None) -> None:
+    import json
+    import time
+
+    from .protocol import Error, Ok, Status
+    from .statustext import render
+
+    where = f"{admin.host}:{admin.port}"
+    try:
+        while True:
+            answer = admin.call(Status())
+            if not isinstance(answer, Ok) or "status" not in answer.info:
+                msg = answer.message if isinstance(answer, Error) else str(answer)
+                click.echo(f"ddsparentserver at {where} refused the status: {msg}", err=True)
+                sys.exit(1)
+            st = answer.info["status"]
+            text = json.dumps(st, indent=None if watch is None else 1) if as_json else render(st, where)
+            if watch is None:
+                click.echo(text)
+                return
+            click.clear()
+            click.echo(f"every {watch:g} s (Ctrl-C stops)   {time.strftime('%H:%M:%S')}\n{text}")
+            time.sleep(watch)
+    except KeyboardInterrupt:
+        return
 
 
 def parentserver_main():

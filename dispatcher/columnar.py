@@ -26,6 +26,10 @@ class Part:
     entries: np.ndarray  # int64
     arrays: ak.Array  # records, one per entry
     unserved: dict[str, str] = field(default_factory=dict)  # branch -> why the file's stream cannot serve it
+    # freshness (see freshness.py), as the server knows it when it replies; None: not known
+    lag: int | None = None  # records of the stream written after the part's last one
+    age: list | None = None  # [[entry, seconds since first seen], ...], ascending entries
+    skipped: int | None = None  # record mode: passing records skipped since the previous part
 
 
 def _packed(arrays: ak.Array) -> ak.Array:
@@ -63,6 +67,9 @@ def encode_parts(parts: list[Part], layout: Layout | None = None) -> Data:
                 "keys": keys,
                 "sizes": [int(b.nbytes) for b in bufs],
                 **({"unserved": p.unserved} if p.unserved else {}),
+                **({"lag": p.lag} if p.lag is not None else {}),
+                **({"age": p.age} if p.age else {}),
+                **({"skipped": p.skipped} if p.skipped is not None else {}),
             }
         )
         chunks.append(entries.data.cast("B"))
@@ -93,9 +100,30 @@ def decode_parts(msg: Data) -> list[Part]:
                 isinstance(k, str) and isinstance(v, str) for k, v in unserved.items()
             ):
                 raise ValueError("unserved must map branch names to reasons")
-            parts.append(Part(d["stream"], d["file"], entries, arrays, dict(unserved)))
+            parts.append(Part(d["stream"], d["file"], entries, arrays, dict(unserved), *_freshness(d)))
     except Exception as exc:  # awkward checks a form with assert, getattr, indexing...: any of them may fail
         raise RemoteProtocolError(f"malformed record data: {type(exc).__name__}: {exc}") from None
     if pos != len(body):
         raise RemoteProtocolError(f"record data has {len(body) - pos} unexplained bytes")
     return parts
+
+
+def _count_or_none(value: Any, what: str) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{what} must be a count")
+    return value
+
+
+def _freshness(d: dict) -> tuple[int | None, list | None, int | None]:
+    """A part descriptor's ``lag``, ``age`` and ``skipped``, checked (absent: None)."""
+    age = d.get("age")
+    if age is not None:
+        if not isinstance(age, list) or not all(
+            isinstance(a, list) and len(a) == 2 and isinstance(a[0], int) and not isinstance(a[0], bool)
+            and isinstance(a[1], (int, float)) and not isinstance(a[1], bool) and a[1] >= 0 for a in age
+        ):
+            raise ValueError("age must be a list of [entry, seconds]")
+        age = [[a[0], float(a[1])] for a in age]
+    return _count_or_none(d.get("lag"), "lag"), age, _count_or_none(d.get("skipped"), "skipped")

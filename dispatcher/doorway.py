@@ -17,6 +17,7 @@ them has something. See docs/SECURITY.md.
 
 from __future__ import annotations
 
+import collections
 import enum
 import logging
 import os
@@ -37,6 +38,7 @@ from .protocol import (
     MessageType,
     Ok,
     ProtocolError,
+    Status,
     Stop,
     Welcome,
 )
@@ -98,6 +100,13 @@ class StopAsked:
     peer: str
 
 
+#: why a connection was refused, as the status and the metrics count them
+BUSY = "busy"
+FORBIDDEN = "forbidden"
+BAD_HELLO = "bad hello"
+HANDSHAKE_TIMEOUT = "handshake timeout"
+REFUSAL_CAUSES = (BUSY, FORBIDDEN, BAD_HELLO, HANDSHAKE_TIMEOUT)
+
 #: what :meth:`Doorway.ready` decided; None: nothing for the parent to do
 Verdict = Admit | StopAsked | None
 
@@ -126,16 +135,19 @@ class Doorway:
         identity (str): the server's name, sent in every welcome.
         tls (ssl.SSLContext or None): the server's TLS context; None: plain TCP.
         clients (callable): the number of clients being served now (for SERVER_BUSY).
+        status (callable): the status an admin ``status`` request gets (None: an empty one).
     """
 
     def __init__(self, config: ServerConfig, sel: selectors.BaseSelector, identity: str, tls: Any,
-                 clients: Callable[[], int]):
+                 clients: Callable[[], int], status: Callable[[], dict] | None = None):
         self.config = config
         self.sel = sel
         self.identity = identity
         self.tls = tls
         self.clients = clients
+        self.status = status or dict
         self.pending: dict[Any, Pending] = {}
+        self.refused: collections.Counter[str] = collections.Counter()  # refusals by cause (REFUSAL_CAUSES)
 
     def __len__(self) -> int:
         return len(self.pending)
@@ -152,6 +164,7 @@ class Doorway:
             return
         if not access.is_allowed(peer, self.config.allow):
             log.warning("refused connection from %s: not in the allowed networks", peer_text(peer))
+            self.refused[FORBIDDEN] += 1
             self._refuse(sock, Connection("server"), MessageType.FORBIDDEN, "your address is not allowed")
             return
         if len(self.pending) >= MAX_PENDING:
@@ -160,6 +173,7 @@ class Doorway:
             oldest = min(self.pending.values(), key=lambda q: q.deadline)
             log.warning("too many handshakes in progress (%d): dropping the oldest, from %s",
                         len(self.pending), peer_text(oldest.peer))
+            self.refused[HANDSHAKE_TIMEOUT] += 1
             self._forget(oldest)
             oldest.sock.close()
         stream: Any = sock
@@ -188,6 +202,7 @@ class Doorway:
         for p in [p for p in self.pending.values() if p.deadline <= now]:
             log.warning("client %s did not complete the handshake in %.1f s; closing",
                         peer_text(p.peer), self.config.handshake_timeout)
+            self.refused[HANDSHAKE_TIMEOUT] += 1
             self._forget(p)
             self._refuse(p.sock, p.conn, MessageType.PROTOCOL_ERROR, "handshake timeout")
 
@@ -222,11 +237,15 @@ class Doorway:
                         return verdict
                 elif isinstance(msg, Stop) and p.admin:
                     return self._on_stop(p)
+                elif isinstance(msg, Status) and p.admin:
+                    self._on_status(p)
+                    return None
                 else:
                     raise ProtocolError(f"unexpected {msg.TYPE!r} before the session started")
             raise ProtocolError("too many messages before the session started")
         except ProtocolError as exc:
             log.warning("protocol error from %s: %s", peer_text(p.peer), exc)
+            self.refused[BAD_HELLO] += 1
             self._forget(p)
             self._refuse(p.sock, Connection("server"), MessageType.PROTOCOL_ERROR, str(exc))
         except Exception:  # never let one connection take the parent down
@@ -264,6 +283,7 @@ class Doorway:
             return False
         except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError: not TLS, bad version, unknown CA...
             log.warning("TLS handshake with %s failed: %s", peer_text(p.peer), exc)
+            self.refused[BAD_HELLO] += 1
             self._forget(p)
             p.sock.close()
             return False
@@ -276,6 +296,7 @@ class Doorway:
         """A plain DDS client (or anything else) talking to a TLS server: say so in plain text."""
         log.warning("client %s did not start a TLS handshake (this server speaks TLS only); closing",
                     peer_text(p.peer))
+        self.refused[BAD_HELLO] += 1
         self._forget(p)
         try:
             p.sock.send_plain(b"".join(Connection("server").send(
@@ -289,12 +310,14 @@ class Doorway:
         peer = peer_text(p.peer)
         if hello.protocol != PROTOCOL_VERSION:
             log.warning("client %s speaks protocol %s; this server speaks %d", peer, hello.protocol, PROTOCOL_VERSION)
+            self.refused[BAD_HELLO] += 1
             self._forget(p)
             self._refuse(p.sock, p.conn, MessageType.PROTOCOL_ERROR,
                          f"protocol version {hello.protocol} not supported; this server speaks {PROTOCOL_VERSION}")
             return None
         if self.config.token and not access.token_matches(hello.token, self.config.token):
             log.warning("client %s gave a wrong token", peer)
+            self.refused[FORBIDDEN] += 1
             self._forget(p)
             self._refuse(p.sock, p.conn, MessageType.FORBIDDEN, "wrong or missing token")
             return None
@@ -315,6 +338,7 @@ class Doorway:
         clients = self.clients()
         if clients >= self.config.max_clients:
             log.warning("client %s refused: server busy (%d clients)", peer, clients)
+            self.refused[BUSY] += 1
             self._forget(p)
             self._refuse(p.sock, p.conn, MessageType.SERVER_BUSY,
                          f"server has its maximum of {self.config.max_clients} clients; try again later")
@@ -336,8 +360,26 @@ class Doorway:
             close_after_writing(p.sock)
             return StopAsked(peer)
         log.warning("shutdown request from %s refused: not a loopback peer and no admin token configured", peer)
+        self.refused[FORBIDDEN] += 1
         self._refuse(p.sock, p.conn, MessageType.FORBIDDEN, "shutdown is only allowed from the server's own host")
         return None
+
+    def _on_status(self, p: Pending) -> None:
+        """The status shows client addresses: to loopback peers, or holders of the admin token, only."""
+        peer = peer_text(p.peer)
+        self._forget(p)
+        if access.is_loopback(p.peer) or self.config.token:
+            log.debug("status requested by %s", peer)
+            try:
+                self._send(p, Ok({"status": self.status()}))
+            except OSError as exc:
+                log.info("status for %s not sent: %s", peer, exc)
+            close_after_writing(p.sock)
+            return
+        log.warning("status request from %s refused: not a loopback peer and no admin token configured", peer)
+        self.refused[FORBIDDEN] += 1
+        self._refuse(p.sock, p.conn, MessageType.FORBIDDEN, "status is only given to the server's own host "
+                     "(or with the admin token)")
 
     def _send(self, p: Pending, msg: Message) -> None:
         p.sock.setblocking(True)

@@ -14,9 +14,12 @@ from .columnar import Part
 from .layouts import SetLayout, SetsLayout
 from .position import FilePosition
 from .reader import StreamReader
+from .tail import FileReader
 
 #: entries read back from the end at first; the step doubles while nothing passes
 FIRST_STEP = 1000
+#: files jumped over at once whose passing records are counted as skipped, at most
+MAX_SKIPPED_FILES = 32
 
 
 class Newest:
@@ -31,6 +34,7 @@ class Newest:
         self.position = position
         self.reader = reader
         self._rr = 0  # the stream whose turn it is
+        self.skipped: dict[str, int] = {}  # stream -> passing records skipped since its last part
 
     def next_set(self, deadline: float) -> tuple[list[Part], SetsLayout]:
         """The newest passing record as a record set of one."""
@@ -43,6 +47,7 @@ class Newest:
         while True:
             newest = position.catalog.open_file()
             if newest is not None and (position.file is None or newest > position.file):
+                self._count_left_behind(newest)
                 position.enter(newest)
             else:
                 position.refresh()
@@ -64,6 +69,7 @@ class Newest:
             return None
         st.pending.clear()
         hi, floor = total, st.cursor
+        skipped = 0
         found_e: list[np.ndarray] = []
         found_a: list[ak.Array] = []
         got = 0
@@ -80,14 +86,42 @@ class Newest:
                 arrays = ak.concatenate([c.arrays for c in st.pending]) if len(st.pending) > 1 else st.pending[0].arrays
                 st.pending.clear()
                 k = min(n - got, len(entries))
+                skipped += len(entries) - k
                 found_e.insert(0, entries[len(entries) - k :])
                 found_a.insert(0, arrays[len(entries) - k :])
                 got += k
             hi = lo
             step *= 2
         st.seek(total)  # older records are skipped for good
+        if got and hi > floor:
+            skipped += self.reader.count_passing(stream, floor, hi)
+        self.skipped[stream] = self.skipped.get(stream, 0) + skipped
         if not got:
             return None
         entries = np.concatenate(found_e)
         arrays = found_a[0] if len(found_a) == 1 else ak.concatenate(found_a)
         return Part(stream, self.position.file or "", entries, arrays, self.reader.unserved(stream))
+
+    def _count_left_behind(self, newest: str) -> None:
+        """Count, as skipped, the passing records not served of the current file and of the files
+        between it and ``newest`` (at most MAX_SKIPPED_FILES of them are looked into)."""
+        position = self.position
+        if position.file is None:
+            return
+        for s, st in self.reader.streams.items():
+            total = self.reader.num_entries(s)
+            if total is not None and total > st.cursor:
+                self.skipped[s] = self.skipped.get(s, 0) + self.reader.count_passing(s, st.cursor, total)
+        between = [f for f in position.catalog.files() if position.file < f < newest][-MAX_SKIPPED_FILES:]
+        for name in between:
+            r = FileReader(position.catalog.path(name))
+            try:
+                r.refresh()
+                for s in self.reader.streams:
+                    if s in r.trees:
+                        n = self.reader.count_passing(s, 0, r.trees[s].num_entries, reader=r)
+                        self.skipped[s] = self.skipped.get(s, 0) + n
+            except Exception:  # gone or unreadable: nothing known to count
+                pass
+            finally:
+                r.close()

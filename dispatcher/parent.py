@@ -29,10 +29,12 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from . import __version__, access
-from .doorway import Admit, Doorway, Pending, StopAsked, Verdict, peer_text
+from .doorway import REFUSAL_CAUSES, Admit, Doorway, Pending, StopAsked, Verdict, peer_text
 from .protocol import MessageType
+from .status import Board, Row, channel
 
 log = logging.getLogger("dds.parent")
 
@@ -53,6 +55,8 @@ KILL_REAP_SECONDS = 2.0
 LOOP_SECONDS = 1.0
 #: most connections taken per wake-up of the listener, so the others get their turn
 ACCEPT_BATCH = 64
+#: seconds between looks at the data directory for the files-seen metric
+FILES_SECONDS = 1.0
 
 _WAKE = "wake"
 _LISTEN = "listen"
@@ -73,6 +77,9 @@ class ServerConfig:
     tls_cert: str | None = None  # PEM certificate chain: serve TLS only
     tls_key: str | None = None  # PEM private key, if not in tls_cert
     compression: tuple[str, ...] | None = None  # codecs clients may ask for; None: every one installed
+    metrics_port: int | None = None  # serve Prometheus metrics on this port; None: off
+    metrics_bind: str = "127.0.0.1"
+    status_reports: bool = True  # children report to the parent (off only to measure what that costs)
 
 
 class Phase(enum.Enum):
@@ -114,6 +121,15 @@ SIGNAL_CAUSES = {
 EXIT_CAUSES = {
     EXIT_CHILD_CRASH: "its session raised an unexpected error",
 }
+
+
+def exit_cause(status: int) -> str:
+    """A short cause for a child that did not exit 0: ``killed by SIGKILL``, ``exit 70``."""
+    try:
+        code = os.waitstatus_to_exitcode(status)
+    except ValueError:
+        return "unknown"
+    return f"killed by {signal_name(-code)}" if code < 0 else f"exit {code}"
 
 
 def signal_name(signum: int) -> str:
@@ -187,7 +203,13 @@ class ParentServer:
         self.identity = f"ddsparentserver/{__version__} {socket.gethostname()} pid {os.getpid()}"
         # Load the certificate now: a bad one is a start-up error, not a per-client one.
         self.tls = access.server_tls_context(config.tls_cert, config.tls_key) if config.tls_cert else None
-        self.doorway = Doorway(config, self.sel, self.identity, self.tls, self._client_count)
+        self.doorway = Doorway(config, self.sel, self.identity, self.tls, self._client_count, self.status)
+        self.board = Board()  # what each child reports over its channel
+        self.started = time.time()
+        self._files_seen: set[str] = set()
+        self._files_at = 0.0
+        self._catalog: Any = None
+        self.metrics: Any = None  # metrics.MetricsServer with --metrics-port
         self._handlers: dict[int, Callable[[], None]] = {
             signal.SIGTERM: self.handle_term,
             signal.SIGINT: self.handle_int,
@@ -206,6 +228,10 @@ class ParentServer:
         sock.setblocking(False)
         self.listener = sock
         self.sel.register(sock, selectors.EVENT_READ, _LISTEN)
+        if self.config.metrics_port is not None and self.metrics is None:
+            from .metrics import MetricsServer
+
+            self.metrics = MetricsServer(self.config.metrics_bind, self.config.metrics_port, self.sel, self.status)
         return sock.getsockname()[:2]
 
     def _install_signals(self) -> None:
@@ -231,6 +257,8 @@ class ParentServer:
                 "clients from " + ",".join(map(str, allow)) if allow else "clients from anywhere",
                 "token required" if self.config.token else "no token",
                 "TLS" if self.tls else "no TLS (plain TCP)")
+        if self.metrics is not None:
+            log.log(level, "metrics at http://%s:%d/metrics", *self.metrics.address[:2])
         try:
             self._loop(listener)
         except Exception:  # a bug here must not leave clients served by orphans
@@ -247,6 +275,10 @@ class ParentServer:
             for key, _ in self.sel.select(self._wait_seconds()):
                 if key.data == _WAKE:
                     self._dispatch_signals()
+                elif isinstance(key.data, Row):
+                    self.board.readable(key.data)
+                elif self.metrics is not None and self.metrics.owns(key.data):
+                    self.metrics.ready(key.data)
                 elif self.phase is not Phase.SERVING:
                     continue  # the stop closed the listener and the doorway under this batch
                 elif key.data == _LISTEN:
@@ -264,12 +296,20 @@ class ParentServer:
         now = time.monotonic()
         if self.phase is Phase.SERVING:
             due = self.doorway.next_deadline()
+            scrape = self.metrics.next_deadline() if self.metrics is not None else None
+            if scrape is not None:
+                due = scrape if due is None else min(due, scrape)
         else:
             due = self.deadline
         return LOOP_SECONDS if due is None else max(0.0, min(LOOP_SECONDS, due - now))
 
     def _tick(self, now: float) -> None:
         """What time alone decides: handshake deadlines, stop deadlines."""
+        if self.metrics is not None:
+            self.metrics.expire(now)
+            if now - self._files_at >= FILES_SECONDS:  # "files seen" for the metrics
+                self._files_at = now
+                self.status_files()
         if self.phase is Phase.SERVING:
             self.doorway.expire(now)
             return
@@ -345,6 +385,8 @@ class ParentServer:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
+                for pid in list(self.children):
+                    self._forget_row(pid, "lost")
                 self.children.clear()
                 return
             if pid == 0:
@@ -356,6 +398,17 @@ class ParentServer:
         how = describe_status(status, self._sigkilled.pop(pid, None))
         level = logging.INFO if status == 0 else logging.WARNING
         log.log(level, "child %d (client %s) %s", pid, peer, how)
+        self._forget_row(pid, None if status == 0 else exit_cause(status))
+
+    def _forget_row(self, pid: int, failure: str | None) -> None:
+        """A child is gone: its status row too (after reading its last report)."""
+        row = self.board.rows.get(pid)
+        if row is not None:
+            try:
+                self.sel.unregister(row.sock)
+            except (KeyError, ValueError):
+                pass
+        self.board.remove(pid, failure)
 
     def _act(self, verdict: Verdict) -> None:
         if isinstance(verdict, Admit):
@@ -379,19 +432,34 @@ class ParentServer:
 
     def _fork(self, p: Pending) -> None:
         peer = peer_text(p.peer)
+        mine: socket.socket | None
+        theirs: socket.socket | None
+        try:
+            if not self.config.status_reports:
+                raise OSError("status reports are off")
+            mine, theirs = channel()
+        except OSError as exc:  # out of descriptors: serve the client, without status reports
+            if self.config.status_reports:
+                log.warning("no status channel for %s: %s", peer, exc)
+            mine = theirs = None
         try:
             pid = os.fork()
         except OSError as exc:
             log.error("cannot fork for %s: %s", peer, exc)
+            for end in (mine, theirs):
+                if end is not None:
+                    end.close()
             self.doorway.refuse(p, MessageType.SERVER_ERROR, "server cannot start a session now")
             return
         if pid == 0:  # child: never returns to the accept loop
             code = EXIT_CHILD_CRASH
             try:
                 self._become_child()
+                if mine is not None:
+                    mine.close()
                 from .child import run_child
 
-                code = run_child(p.sock, p.conn, p.peer, self.config, self.identity, p.compression)
+                code = run_child(p.sock, p.conn, p.peer, self.config, self.identity, p.compression, report=theirs)
             except BaseException:
                 try:
                     logging.getLogger("dds.child").exception("child crashed")
@@ -401,6 +469,9 @@ class ParentServer:
                 os._exit(code)
         p.sock.close()
         self.children[pid] = peer
+        if mine is not None and theirs is not None:
+            theirs.close()
+            self.sel.register(mine, selectors.EVENT_READ, self.board.add(pid, peer, mine))
         log.info("client %s connected: child %d (%d of %d)", peer, pid, len(self.children), self.config.max_clients)
 
     def _become_child(self) -> None:
@@ -413,9 +484,54 @@ class ParentServer:
         if self.listener is not None:
             self.listener.close()
         self.doorway.forget_all()
+        self.board.close_all()
+        if self.metrics is not None:
+            self.metrics.close_in_child()
+            self.metrics = None
         os.close(self._wake_r)
         os.close(self._wake_w)
         self.children.clear()
+
+    # ------------------------------------------------------------------ status
+
+    def status_files(self) -> list[str]:
+        """The data files now (one ``stat`` of the directory while it does not change)."""
+        from .catalog import Catalog
+
+        if self._catalog is None:
+            self._catalog = Catalog(self.config.data_dir)
+        files = self._catalog.files()
+        self._files_seen.update(files)
+        return files
+
+    def status(self) -> dict:
+        """The server and a row per client, as ``ddscomm --status --json`` prints it (docs/STATUS.md)."""
+        files = self.status_files()
+        refused = dict.fromkeys(REFUSAL_CAUSES, 0)
+        refused.update(self.doorway.refused)
+        clients = self.board.clients()
+        return {
+            "server": {
+                "identity": self.identity,
+                "version": __version__,
+                "pid": os.getpid(),
+                "started": round(self.started, 3),
+                "uptime": round(time.time() - self.started, 3),
+                "state": self.phase.value,
+                "data_dir": self.config.data_dir,
+                "files": len(files),
+                "files_seen": len(self._files_seen),
+                "open_file": files[-1] if files else None,
+                "clients": len(self.children),
+                "max_clients": self.config.max_clients,
+                "refused": refused,
+                "child_exits": dict(self.board.exits),
+                "records_sent": self.board.per_stream("records_sent"),
+                "record_bytes_sent": self.board.per_stream("record_bytes_sent"),
+                "bytes_sent": self.board.bytes_sent(),
+            },
+            "clients": clients,
+        }
 
     # ------------------------------------------------------------------ stop
 
@@ -451,6 +567,9 @@ class ParentServer:
 
     def _close(self) -> None:
         signal.set_wakeup_fd(-1)
+        if self.metrics is not None:
+            self.metrics.close()
+        self.board.close_all()
         self.sel.close()
         for fd in (self._wake_r, self._wake_w):
             if fd >= 0:

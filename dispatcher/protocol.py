@@ -206,6 +206,13 @@ class Stop(Message):
 
 
 @dataclass(frozen=True)
+class Status(Message):
+    """Admin request: the server's status and a row per client (ddscomm --status)."""
+
+    TYPE: ClassVar[str] = "status"
+
+
+@dataclass(frozen=True)
 class InvalidRequest(Message):
     """A well-formed request with a value out of range, as the server receives it.
 
@@ -259,7 +266,7 @@ class Data(Message):
     body: Any = b""  # bytes-like; a list of bytes-like chunks when sending
 
 
-REQUESTS = (Subscribe, Next, Rewind, NextBatch, GoToFile, GoToNextFile, Stop)
+REQUESTS = (Subscribe, Next, Rewind, NextBatch, GoToFile, GoToNextFile, Stop, Status)
 REPLIES = (Welcome, Ok, Error, Data)
 _BY_TYPE: dict[str, type[Message]] = {cls.TYPE: cls for cls in (Hello, *REQUESTS, *REPLIES)}
 

@@ -276,6 +276,31 @@ class StreamReader:
                 pass
         return any(st.pending for st in self.streams.values())
 
+    def count_passing(self, stream: str, lo: int, hi: int, reader: FileReader | None = None) -> int:
+        """How many entries of ``stream`` in ``[lo, hi)`` pass the cut (no prescale), reading only the
+        cut's branches; of the current file, or of ``reader``'s. 0 when they cannot be read."""
+        reader = reader if reader is not None else self.position.reader
+        info = reader.trees.get(stream) if reader is not None else None
+        if reader is None or info is None or hi <= lo:
+            return 0
+        hi = min(hi, info.num_entries)
+        try:
+            sel = self._selection(stream, info)
+        except SessionError:
+            return 0
+        if sel is None:
+            return max(0, hi - lo)
+        passed = 0
+        for start in range(lo, hi, CHUNK_ENTRIES):
+            stop = min(hi, start + CHUNK_ENTRIES)
+            try:
+                arrays = reader.read(stream, sel.branches, start, stop)
+                entries = np.arange(start, stop, dtype=np.int64)
+                passed += int(np.count_nonzero(sel.evaluate({"": entries, **{b: arrays[b] for b in sel.branches}})))
+            except Exception:  # what cannot be read now is not counted (the skip is still made)
+                continue
+        return passed
+
     # ------------------------------------------------------------------ serving
 
     def take(self, stream: str, n: int) -> Part:

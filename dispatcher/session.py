@@ -20,10 +20,12 @@ so it applies from the current position.
 from __future__ import annotations
 
 import logging
+from typing import TypeVar
 
 from .catalog import Catalog
 from .clock import Clock, SystemClock, Waiter
 from .columnar import Part
+from .freshness import LaterFiles, annotate
 from .inorder import InOrder
 from .layouts import OrderLayout, SetsLayout, SyncBatchLayout
 from .newest import Newest
@@ -36,6 +38,8 @@ from .synced import Synced
 __all__ = ["Session", "SessionAbort", "SessionError"]
 
 log = logging.getLogger("dds.session")
+
+T = TypeVar("T")
 
 #: records read ahead between requests, per stream, at most
 READ_AHEAD = 100_000
@@ -58,6 +62,7 @@ class Session:
         self.inorder = InOrder(self.position, self.reader)
         self.newest = Newest(self.position, self.reader)
         self.synced = Synced(self.position, self.reader)
+        self.later = LaterFiles(catalog)  # records in the files after the current one (lag)
         self._unserved: dict[str, dict[str, str]] = {}  # what the subscribe checks found the streams cannot serve
 
     @property
@@ -84,6 +89,7 @@ class Session:
 
     def _subscribe(self, sub: Subscription) -> dict:
         self._check_against_files(sub)
+        self.newest.skipped.clear()  # skips count from the new subscription on
         old = self.reader.streams
         if self.position.file is None:
             self.reader.use(sub, {s: StreamCursor() for s in sub.streams})
@@ -117,8 +123,8 @@ class Session:
             one = self.newest.next_set if sub.keep_up is KeepUp.RECORD else self.synced.next_set
             for _ in range(advance_by - 1):
                 one(deadline)
-            return one(deadline)
-        return self.inorder.next(deadline, advance_by, prefetch)
+            return self.fresh(one(deadline))
+        return self.fresh(self.inorder.next(deadline, advance_by, prefetch))
 
     def rewind(self, file: str, consumed: dict) -> dict:
         """The client used only ``consumed[stream]`` records of the last prefetched reply (see InOrder.rewind)."""
@@ -132,10 +138,17 @@ class Session:
         sub = self._need_subscription()
         deadline = self.position.deadline(timeout)
         if sub.keep_up is KeepUp.RECORD:
-            return self.newest.batch(deadline, max_records), None
+            return self.fresh((self.newest.batch(deadline, max_records), None))
         if sub.sync:
-            return self.synced.batch(deadline, max_records)
-        return self.inorder.batch(deadline, max_records), None
+            return self.fresh(self.synced.batch(deadline, max_records))
+        return self.fresh((self.inorder.batch(deadline, max_records), None))
+
+    def fresh(self, reply: tuple[list[Part], T]) -> tuple[list[Part], T]:
+        """A reply with the freshness of each part filled in (lag, age; skipped in record mode)."""
+        sub = self.reader.sub
+        skipped = self.newest.skipped if sub is not None and sub.keep_up is KeepUp.RECORD else None
+        annotate(reply[0], self.position, self.later, skipped)
+        return reply
 
     def read_ahead(self) -> bool:
         """Between requests: read one chunk of what the next request will want. False: nothing to do.

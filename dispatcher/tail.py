@@ -27,6 +27,7 @@ import uproot
 
 from . import remote
 from .budget import Expired, branch_budget, within
+from .freshness import Growth
 from .streams import StreamInfo, entry_offsets, is_stream_class, schema, stream_info
 
 log = logging.getLogger("dds.tail")
@@ -106,6 +107,7 @@ class FileReader:
         self._streams_seen: set[str] | None = None  # the streams the last open found (logged when they change)
         self._bad: dict[str, dict[str, str]] = {}  # stream -> branch -> why: failed alone in this file
         self._branch_maps: dict[str, dict[str, Any]] = {}  # stream -> branch name -> TBranch, of this open
+        self.growth = Growth()  # when each entry was first seen (for the age of what is served)
 
     def _stat(self) -> tuple:
         try:
@@ -187,6 +189,7 @@ class FileReader:
         self._file, self._sig, self.trees = f, sig, trees
         self._branch_maps = {}
         self._settled = stat_time - sig[2] / 1e9 >= SETTLE_SECONDS
+        self.growth.note({s: info.num_entries for s, info in trees.items()}, sig[2] / 1e9, stat_time)
 
     def _reopen(self) -> None:
         last = len(RETRY_PAUSES)
