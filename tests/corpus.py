@@ -89,6 +89,16 @@ def _field_names(obj) -> list[str]:
     return list(obj.keys(recursive=False))
 
 
+def _one_at_a_time(obj):
+    """A TTree's branches by the name arrays() gives them (None for an RNTuple)."""
+    if not isinstance(obj, uproot.behaviors.TBranch.HasBranches):
+        return None
+    found = {}
+    for name, branch in obj.iteritems(recursive=True, full_paths=False):
+        found.setdefault(name, branch)
+    return found
+
+
 def _read(obj, names, stop):
     wanted = frozenset(names).__contains__
     return obj.arrays(filter_name=wanted, entry_stop=stop, library="ak")
@@ -102,9 +112,14 @@ def reference(path: str, stream: str) -> tuple[ak.Array | None, list[str], dict]
             obj = f[stream]
             stop = min(int(obj.num_entries), MAX_ENTRIES)
             readable, excluded = [], {}
+            alone = _one_at_a_time(obj)
             for name in _field_names(obj):
                 signal.setitimer(signal.ITIMER_REAL, REFERENCE_SECONDS)
                 try:
+                    if alone is not None:  # uproot's name matching costs ~1 s per call on a huge tree
+                        alone[name].array(entry_stop=stop, library="ak")
+                        readable.append(name)
+                        continue
                     arr = _read(obj, [name], stop)
                     if name not in arr.fields:
                         excluded[name] = "uproot's arrays() leaves it out"
