@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 
+from . import logsetup
 from .catalog import Catalog
 from .clock import Clock, SystemClock, Waiter
 from .columnar import Part
@@ -154,7 +155,7 @@ class Session:
                 except SessionError:  # e.g. a cut that does not fit this file: the request will say so
                     return False
                 except Exception:  # a bug must cost at most an answer (the request meets it again), not the session
-                    log.exception("error reading ahead in stream %s", s)
+                    logsetup.bug(log, "error reading ahead in stream %s", s)
                     return False
         return False
 
