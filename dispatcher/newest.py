@@ -13,7 +13,7 @@ import numpy as np
 from .columnar import Part
 from .layouts import SetLayout, SetsLayout
 from .position import FilePosition
-from .reader import StreamReader
+from .reader import MAX_REPLY_BYTES, StreamReader, fitting
 
 #: entries read back from the end at first; the step doubles while nothing passes
 FIRST_STEP = 1000
@@ -90,4 +90,7 @@ class Newest:
             return None
         entries = np.concatenate(found_e)
         arrays = found_a[0] if len(found_a) == 1 else ak.concatenate(found_a)
+        keep = fitting(arrays[::-1], MAX_REPLY_BYTES)  # the newest ones, if not all fit in one reply
+        if keep < len(entries):
+            entries, arrays = entries[len(entries) - keep :], arrays[len(entries) - keep :]
         return Part(stream, self.position.file or "", entries, arrays, self.reader.unserved(stream))

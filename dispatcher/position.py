@@ -209,6 +209,13 @@ class FilePosition:
         if self.state is FileState.OPEN and self.refresh():
             self._quiet_polls = 0
 
+    def check(self, deadline: float, what: str) -> None:
+        """Between the steps of a long request: SessionError TIMEOUT (saying ``what``) once past
+        ``deadline``; the waiter's checks (client gone, stop, parent gone) without pausing."""
+        if self.clock.monotonic() >= deadline:
+            raise SessionError(MessageType.TIMEOUT, what)
+        self.waiter.wait(0)
+
     def _drop_reader(self) -> None:
         """Close the current file now: a deleted file's space is freed only when no one holds it open."""
         if self.reader is not None:
