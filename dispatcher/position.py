@@ -129,7 +129,12 @@ class FilePosition:
         self.state = FileState.OPEN if self.reader is not None else FileState.GONE
         self.on_enter(name)
         self.refresh()
+        self._judge_if_closed()
         log.debug("now at file %s", name)
+
+    def _judge_if_closed(self) -> None:
+        if self.reader is not None and not self.is_open():
+            self.reader.warn_if_no_stream()
 
     def move_on(self, keep_up: KeepUp) -> bool:
         """The current file is exhausted: go to the next one if it is closed. False: wait."""
@@ -167,7 +172,9 @@ class FilePosition:
             log.warning("file %s disappeared; skipping it", self.file)
             self._drop_reader()
         except Unreadable as exc:
-            self._unreadable_polls += 1
+            # the DAQ may create the open file a moment before it writes to it: not a fault yet
+            if not (self.is_open() and self.reader.is_empty()):
+                self._unreadable_polls += 1
             if not self.is_open() or self._unreadable_polls >= UNREADABLE_POLLS:
                 log.warning("skipping unreadable file %s: %s", self.file, exc)
                 self._drop_reader()
@@ -181,6 +188,7 @@ class FilePosition:
             return False
         self.state = FileState.FINAL
         self.refresh(force=True)
+        self._judge_if_closed()
         return True
 
     def read_failed(self, stream: str, exc: Exception) -> None:
@@ -225,11 +233,22 @@ class FilePosition:
 
     # ------------------------------------------------------------------ looking ahead
 
-    def find_tree(self, stream: str, files: list[str]) -> TreeInfo | None:
-        """What the current file, else the newest file that has it, shows of ``stream`` (None: no file has it)."""
-        if self.reader is not None and stream in self.reader.trees:
-            return self.reader.trees[stream]
-        for name in reversed(files[-3:]):
+    def find_trees(self, streams: list[str], files: list[str]) -> dict[str, TreeInfo | None]:
+        """What the current file, else the newest file that has it, shows of each stream (None: no file has it).
+
+        Each of the newest three files is opened at most once per call, however many
+        streams are asked for (a subscription naming many streams no file has stays cheap).
+        """
+        found: dict[str, TreeInfo | None] = {}
+        readers: list[FileReader] = []
+        wanted = []
+        for stream in streams:
+            if self.reader is not None and stream in self.reader.trees:
+                found[stream] = self.reader.trees[stream]
+            else:
+                found[stream] = None
+                wanted.append(stream)
+        for name in reversed(files[-3:]) if wanted else ():
             if self._spare is not None and self._spare.name == name:
                 r = self._spare
             else:
@@ -239,14 +258,18 @@ class FilePosition:
                 except (FileGone, Unreadable):
                     r.close()
                     continue
-                if self.reader is None:
-                    self.drop_spare()
-                    self._spare = r  # keep it open: the first subscription usually starts in it
-                else:
-                    r.close()
-            if stream in r.trees:
-                return r.trees[stream]
-        return None
+                readers.append(r)
+            for stream in wanted:
+                if found[stream] is None and stream in r.trees:
+                    found[stream] = r.trees[stream]
+            if all(found[s] is not None for s in wanted):
+                break
+        for r in readers:
+            if self.reader is None and r.name == files[-1] and self._spare is None:
+                self._spare = r  # keep it open: the first subscription usually starts in it
+            else:
+                r.close()
+        return found
 
     def drop_spare(self) -> None:
         if self._spare is not None:

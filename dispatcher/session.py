@@ -193,8 +193,7 @@ class Session:
         """Reject, at subscribe time, what the newest file that has a stream shows is wrong."""
         files = self.catalog.files()
         self._unserved.clear()
-        for stream in sub.streams:
-            info = self.position.find_tree(stream, files)
+        for stream, info in self.position.find_trees(list(sub.streams), files).items():
             if info is not None:
                 check_stream(sub, stream, info)
                 wanted = sub.branches_for(stream)

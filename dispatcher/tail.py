@@ -127,6 +127,20 @@ class FileReader:
                 log.debug("retrying %s of %s: %s", what, self.name, exc)
         raise Unreadable(f"cannot {what} of {self.name}: {type(last).__name__}: {last}")
 
+    def is_empty(self) -> bool:
+        """Whether the file holds no byte yet (a DAQ creating it), or is gone."""
+        try:
+            return os.stat(self.path).st_size == 0
+        except OSError:
+            return True
+
+    def warn_if_no_stream(self) -> None:
+        """For a closed file: one Warning per process when it holds no stream that can be served
+        (an empty ROOT file, zeros after the magic, only other objects). The open file may still
+        get its first stream, so it is not judged."""
+        if self._file is not None and not any(t.kinds for t in self.trees.values()):
+            _warn_once(self.path, "", "file %s holds no readable stream: nothing is served from it", self.name)
+
     def _scan(self, f: Any, strict: bool) -> dict[str, StreamInfo]:
         """Every stream of the open file ``f``. ``strict``: any stream that fails fails the scan
         (it may be a torn state); else such a stream is left out with a Warning."""
