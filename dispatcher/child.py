@@ -255,8 +255,10 @@ def run_child(sock: socket.socket, conn: Connection, peer, config, identity: str
 
     def reply(message) -> None:
         sock.settimeout(config.stall_timeout)
-        watch.sending = True
+        watch.sending = True  # from now on the parent-death signal aborts the send ...
         try:
+            if os.getppid() != parent_pid:  # ... and one that came before is seen here
+                raise SessionAbort("parent gone")
             send_chunks(sock, conn.send(message))
         finally:
             watch.sending = False

@@ -10,10 +10,11 @@ from __future__ import annotations
 import awkward as ak
 import numpy as np
 
+from . import reader as stream_reader
 from .columnar import Part
 from .layouts import SetLayout, SetsLayout
 from .position import FilePosition
-from .reader import MAX_REPLY_BYTES, StreamReader, fitting
+from .reader import StreamReader, fitting
 
 #: entries read back from the end at first; the step doubles while nothing passes
 FIRST_STEP = 1000
@@ -90,7 +91,7 @@ class Newest:
             return None
         entries = np.concatenate(found_e)
         arrays = found_a[0] if len(found_a) == 1 else ak.concatenate(found_a)
-        keep = fitting(arrays[::-1], MAX_REPLY_BYTES)  # the newest ones, if not all fit in one reply
+        keep = fitting(arrays[::-1], stream_reader.MAX_REPLY_BYTES)  # the newest ones, if not all fit in one reply
         if keep < len(entries):
             entries, arrays = entries[len(entries) - keep :], arrays[len(entries) - keep :]
         return Part(stream, self.position.file or "", entries, arrays, self.reader.unserved(stream))

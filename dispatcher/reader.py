@@ -330,8 +330,8 @@ class StreamReader:
             if c.pos == len(c.entries):
                 st.pending.popleft()
 
-    def fit_sets(self, parts: list[Part], kss: list[np.ndarray], rows: list[np.ndarray], nsets: int,
-                 budget: int = MAX_REPLY_BYTES) -> tuple[list[int], int]:
+    def fit_sets(self, parts: list[Part], kss: list[np.ndarray], rows: list[np.ndarray],
+                 nsets: int) -> tuple[list[int], int]:
         """Keep a reply's record data within ``budget`` bytes by keeping only its first sets.
 
         ``rows[i]`` holds, ascending, the set each record of ``parts[i]`` belongs to, and
@@ -339,6 +339,8 @@ class StreamReader:
         and how many sets (at least one); the records not kept are given back to their
         streams, to be served next.
         """
+        budget = MAX_REPLY_BYTES
+
         def counts(m: int) -> list[int]:
             return [int(np.searchsorted(r, m)) for r in rows]
 
