@@ -22,7 +22,7 @@ from .clock import Clock, Waiter
 from .protocol import MessageType
 from .session_errors import SessionError
 from .subscription import KeepUp
-from .tail import FileGone, FileReader, TreeInfo, Unreadable
+from .tail import FileGone, FileReader, TreeInfo, Unreadable, warn_once
 
 log = logging.getLogger("dds.session")
 
@@ -176,7 +176,7 @@ class FilePosition:
             if not (self.is_open() and self.reader.is_empty()):
                 self._unreadable_polls += 1
             if not self.is_open() or self._unreadable_polls >= UNREADABLE_POLLS:
-                log.warning("skipping unreadable file %s: %s", self.file, exc)
+                self._skipping(exc)
                 self._drop_reader()
         return True
 
@@ -202,7 +202,7 @@ class FilePosition:
         if self.is_open() and self.read_failures < UNREADABLE_POLLS:
             log.log(logging.WARNING if self.read_failures == 1 else logging.DEBUG, "%s", exc)
             return
-        log.warning("skipping unreadable file %s: %s", self.file, exc)
+        self._skipping(exc)
         self._drop_reader()
 
     def wait(self, deadline: float, what: str) -> None:
@@ -216,6 +216,10 @@ class FilePosition:
         self.waiter.wait(min(interval, deadline - now))
         if self.state is FileState.OPEN and self.refresh():
             self._quiet_polls = 0
+
+    def _skipping(self, exc: Exception) -> None:
+        path = self.reader.path if self.reader is not None else str(self.file)
+        warn_once(path, "unreadable", "skipping unreadable file %s: %s", self.file, exc, logger=log)
 
     def check(self, deadline: float, what: str) -> None:
         """Between the steps of a long request: SessionError TIMEOUT (saying ``what``) once past

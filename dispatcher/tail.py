@@ -54,10 +54,14 @@ class Unreadable(Exception):
     """The file cannot be read as ROOT (not ROOT, truncated, still being created)."""
 
 
-def _warn_once(path: str, what: str, message: str, *args: Any) -> None:
+def _warn_once(path: str, what: str, message: str, *args: Any, logger: logging.Logger = log) -> None:
     if (path, what) not in _told:
         _told.add((path, what))
-        log.warning(message, *args)
+        logger.warning(message, *args)
+
+
+#: one Warning per process about ``what`` of the file at ``path`` (the others are dropped)
+warn_once = _warn_once
 
 
 def _describe(obj: Any, name: str, bad: dict[str, str]) -> StreamInfo:
@@ -106,6 +110,8 @@ class FileReader:
     def refresh(self, force: bool = False) -> bool:
         """Re-open if the file changed on disk (or ``force``); True if it did. Raises FileGone or Unreadable."""
         sig = self._stat()
+        if sig[1] == 0:  # nothing written yet: no use retrying an open now
+            raise Unreadable(f"{self.name} is empty")
         if sig == self._sig and self._file is not None and not force:
             if self._settled or time.time() - sig[2] / 1e9 < SETTLE_SECONDS:
                 return False
