@@ -20,7 +20,9 @@ used as a condition is true when nonzero (NaN is nonzero, as in ROOT).
   floats it is numexpr's ``x - floor(x / y) * y`` (``1 % 0.1 == 0``, ``x % inf``
   is nan) where numpy gives the exact remainder;
   ``**`` is float64 (``2 ** -1 == 0.5``); int ``+ - *`` and unary ``-`` wrap on
-  overflow, and ``n % -1 == 0`` also for the smallest int (which the C ``%`` traps on).
+  overflow, and ``n % -1 == 0`` also for the smallest int (which the C ``%`` traps on);
+  int ``%`` is numexpr's ``((a % b) + b) % b``, whose sum wraps when ``a`` and ``b``
+  are both near an end of the int range (numpy would not).
   Nothing raises: ``x / 0`` is inf or nan, and comparisons with nan are false except ``!=``.
 - Branches of other kinds (see ``dispatcher.streams``): a fixed-size array
   (``float[3]``) takes the reductions like a variable-length list; either takes

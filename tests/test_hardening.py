@@ -377,3 +377,25 @@ def test_client_refuses_bad_arguments_before_sending_and_stays_usable(data_dir, 
                 c.go_to_file(name)
             assert err.value.message_type is MessageType.NO_FILE
         assert c.next(timeout=SECONDS)["DaqSnarl"]["evt"] == 0
+
+
+# ------------------------------------------------------------------ anonymous peers learn nothing
+
+
+def test_anonymous_peer_of_a_token_server_learns_neither_host_nor_pid(data_dir, server_factory, tmp_path):
+    token = tmp_path / "dds.token"
+    token.write_text("s3cret-Token-0123456789\n")
+    token.chmod(0o600)
+    server = server_factory(data_dir, "--token-file", str(token))
+    replies = []
+    for hello in ({"type": "hello", "protocol": 1}, {"type": "hello", "protocol": 1, "role": "admin"},
+                  {"type": "hello", "protocol": 2}):
+        with socket.create_connection((server.host, server.port), timeout=SECONDS) as sock:
+            head = json.dumps(hello).encode()
+            sock.sendall(PREFIX.pack(len(head), 0) + head)
+            conn = Connection("client")
+            conn.state = type(conn.state).HELLO_SENT
+            replies.append(recv_message(sock, conn, SECONDS))
+    for reply in replies:
+        assert isinstance(reply, Error), reply
+        assert socket.gethostname() not in reply.message and str(server.pid) not in reply.message
