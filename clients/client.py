@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import math
+import operator
+import os
 import socket
 import time
 from typing import TypeVar
@@ -35,7 +38,7 @@ from dispatcher.protocol import (
 )
 from dispatcher.subscription import Subscription, SubscriptionError
 from dispatcher.tlsstream import TLSStream, client_tls_context
-from dispatcher.transport import recv_message, send_message
+from dispatcher.transport import SEND_TIMEOUT, recv_message, send_chunks
 
 from .errors import DDSConnectionError, DDSError, DDSTimeout
 from .failover import Position, server_list
@@ -94,8 +97,10 @@ class DDSClient:
             raise DDSConnectionError(str(exc)) from None
         self.host, self.port = self.servers[0]
         self.server = ""
+        if connect_timeout is not None:
+            connect_timeout = _seconds(connect_timeout, "connect_timeout")
         # next() asks for up to this many sets that are ready now and hands them out one by one
-        self.prefetch = max(1, int(prefetch))
+        self.prefetch = max(1, min(_count(prefetch, "prefetch"), MAX_PREFETCH))
         self._ahead: collections.deque[RecordSet] = collections.deque()  # received but not yet returned
         self._used: dict[str, int] = {}  # records of each stream returned from the last prefetched reply
         self._sub: Subscription | None = None
@@ -190,7 +195,12 @@ class DDSClient:
         if self._sock is None:
             raise DDSConnectionError(f"session with {self.address} is closed")
         try:
-            send_message(self._sock, self._conn, request)
+            frame = self._conn.send(request)
+        except (ValueError, TypeError) as exc:  # a value the wire cannot carry: nothing was sent
+            raise DDSError(f"request not sent: {exc}", MessageType.BAD_SUBSCRIPTION) from None
+        try:
+            self._sock.settimeout(SEND_TIMEOUT)
+            send_chunks(self._sock, frame)
             reply = recv_message(self._sock, self._conn, timeout)
         except TimeoutError:
             self._drop()  # a late reply would put the conversation out of step
@@ -290,14 +300,14 @@ class DDSClient:
 
     def _next(self, timeout: float, advance_by: int) -> RecordSet:
         prefetch = self.prefetch if self._sub is not None and self._sub.keep_up.value != "record" else 1
-        request = _request(Next, float(timeout), int(advance_by), prefetch)
+        request = _request(Next, _seconds(timeout, "timeout"), _count(advance_by, "advance_by"), prefetch)
         advance_by = request.advance_by
         if len(self._ahead) < advance_by:
             # the sets held are skipped: the server's position is past them
             request = dataclasses.replace(request, advance_by=advance_by - len(self._ahead))
             self._ahead.clear()
             reply = self._call(request, request.timeout + REPLY_MARGIN)
-            self._ahead.extend(_record_sets(*self._data(reply)))
+            self._ahead.extend(self._built(_record_sets, *self._data(reply)))
             self._used = {}
             advance_by = 1  # the server skipped the others
         for _ in range(advance_by):
@@ -316,7 +326,7 @@ class DDSClient:
 
     def next_batch(self, max_records: int = 1000, timeout: float = 120.0) -> RecordBatch:
         """Up to ``max_records`` passing records of one stream from one file, as soon as one is there."""
-        request = _request(NextBatch, int(max_records), float(timeout))
+        request = _request(NextBatch, _count(max_records, "max_records"), _seconds(timeout, "timeout"))
         deadline = time.monotonic() + request.timeout
         while True:
             batch = self._position.fresh_batch(self._resuming(lambda left: self._next_batch(request, left),
@@ -329,11 +339,15 @@ class DDSClient:
         self._give_back()
         request = dataclasses.replace(request, timeout=timeout)
         reply = self._call(request, request.timeout + REPLY_MARGIN)
-        return _record_batch(*self._data(reply))
+        return self._built(_record_batch, *self._data(reply))
 
     def go_to_file(self, name: str) -> str:
         """Continue at entry 0 of data file ``name``. Raises DDSError(NO_FILE) for unknown or outside names."""
-        reply = self._call(GoToFile(str(name)), 60.0)
+        if isinstance(name, os.PathLike):
+            name = os.fspath(name)
+        if not isinstance(name, str):
+            raise DDSError(f"a data file name is a str, not {type(name).__name__}", MessageType.NO_FILE)
+        reply = self._call(GoToFile(name), 60.0)
         self._ahead.clear()  # only after the move: a refused one keeps the position and these sets
         file = reply.info.get("file", name)
         self._position.clear(file)
@@ -341,7 +355,7 @@ class DDSClient:
 
     def go_to_next_file(self, timeout: float = 120.0) -> str:
         """Continue at entry 0 of the file after the current one, waiting for it to appear."""
-        request = _request(GoToNextFile, float(timeout))
+        request = _request(GoToNextFile, _seconds(timeout, "timeout"))
         reply = self._resuming(lambda left: self._call(dataclasses.replace(request, timeout=left),
                                                        left + REPLY_MARGIN), request.timeout)
         self._ahead.clear()
@@ -359,6 +373,53 @@ class DDSClient:
         except ProtocolError as exc:
             self._drop()
             raise DDSError(str(exc), MessageType.PROTOCOL_ERROR) from None
+
+    def _built(self, build, *args):
+        """Record sets or a batch from checked parts; data that still does not make them is a protocol error."""
+        try:
+            return build(*args)
+        except DDSError:
+            raise
+        except Exception as exc:  # awkward and numpy raise assorted errors on inconsistent data
+            self._drop()
+            raise DDSError(f"malformed record data from {self.address}: {type(exc).__name__}: {exc}",
+                           MessageType.PROTOCOL_ERROR) from None
+
+
+#: most record sets one reply is asked for (protocol.MAX_BATCH)
+MAX_PREFETCH = 1_000_000
+
+
+def _refused(name: str, what: str, value: object) -> DDSError:
+    return DDSError(f"{name} must be {what}, not {_short(value)}", MessageType.BAD_SUBSCRIPTION)
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _seconds(value: object, name: str) -> float:
+    """A number of seconds as a float; DDSError BAD_SUBSCRIPTION for anything else (the range is the request's)."""
+    if isinstance(value, (bool, str, bytes)):
+        raise _refused(name, "a number of seconds", value)
+    try:
+        seconds = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        raise _refused(name, "a number of seconds", value) from None
+    if not math.isfinite(seconds) or seconds < 0:
+        raise _refused(name, "a finite number of seconds, 0 or more", value)
+    return seconds
+
+
+def _count(value: object, name: str) -> int:
+    """A whole number; DDSError BAD_SUBSCRIPTION for anything else (the range is the request's)."""
+    if isinstance(value, bool):
+        raise _refused(name, "a whole number", value)
+    try:
+        return operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise _refused(name, "a whole number", value) from None
 
 
 def _left(deadline: float) -> float:

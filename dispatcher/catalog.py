@@ -13,9 +13,19 @@ from __future__ import annotations
 
 import logging
 import os
+import reprlib
 import time
 
 log = logging.getLogger("dds.catalog")
+
+
+_names = reprlib.Repr()
+_names.maxstring = 100
+
+
+def quote(name: object) -> str:
+    """A name a peer sent, cut short for messages and logs."""
+    return _names.repr(name)
 
 
 class NoFileError(LookupError):
@@ -108,12 +118,16 @@ class Catalog:
         separators, no ``..``, no absolute path, no NUL, no symlink leading out.
         """
         if not isinstance(name, str) or not name or len(name) > 255:
-            raise NoFileError(f"invalid file name {name!r}")
+            raise NoFileError(f"invalid file name {quote(name)}")
         if "\x00" in name or "/" in name or "\\" in name or name in (".", "..") or os.path.isabs(name):
-            raise NoFileError(f"file name {name!r} is not a plain name inside the data directory")
+            raise NoFileError(f"file name {quote(name)} is not a plain name inside the data directory")
         full = os.path.join(self.root, name)
-        if not _inside(self.root, os.path.realpath(full)):
-            raise NoFileError(f"file {name!r} leads outside the data directory")
+        try:
+            inside = _inside(self.root, os.path.realpath(full))
+        except ValueError:  # a lone surrogate no file system name decodes to
+            raise NoFileError(f"file name {quote(name)} is not a valid file name") from None
+        if not inside:
+            raise NoFileError(f"file {quote(name)} leads outside the data directory")
         if name not in self._listing():
-            raise NoFileError(f"no data file {name!r} in {self.root}")
+            raise NoFileError(f"no data file {quote(name)} in {self.root}")
         return full

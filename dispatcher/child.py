@@ -24,6 +24,8 @@ from . import logsetup
 from .columnar import encode_parts
 from .compression import compress_data
 from .protocol import (
+    CLIENT_MAX_HEADER,
+    PREFIX,
     PROTOCOL_VERSION,
     Connection,
     Data,
@@ -37,11 +39,13 @@ from .protocol import (
     NextBatch,
     Ok,
     ProtocolError,
+    RemoteProtocolError,
     Rewind,
     Status,
     Stop,
     Subscribe,
     Welcome,
+    quote,
 )
 from .remote import make_catalog
 from .session import Session, SessionAbort, SessionError
@@ -53,6 +57,8 @@ log = logging.getLogger("dds.child")
 
 EXIT_OK = 0
 PR_SET_PDEATHSIG = 1
+#: bytes a client may send while its request is served: one whole request, read after the reply
+SEND_AHEAD = PREFIX.size + CLIENT_MAX_HEADER
 
 
 def _die_with_parent() -> None:
@@ -88,11 +94,11 @@ class Watch:
         self.idle_timeout = idle_timeout
         self.wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
-        signal.signal(signal.SIGTERM, lambda s, f: None)
+        signal.signal(signal.SIGTERM, self._on_term)
         self.sel = selectors.DefaultSelector()
         self.sel.register(self.wake_r, selectors.EVENT_READ, "wake")
         self.sel.register(sock, selectors.EVENT_READ, "sock")
-        self.watching = True
+        self.sending = False  # a reply is being written
         self.reporter: Reporter | None = None  # told when the session waits for data
 
     def _check(self) -> None:
@@ -104,10 +110,27 @@ class Watch:
         if os.getppid() != self.parent_pid:
             raise SessionAbort("parent gone")
 
-    def _watch_sock(self, on: bool) -> None:
-        if on != self.watching:
-            (self.sel.register(self.sock, selectors.EVENT_READ, "sock") if on else self.sel.unregister(self.sock))
-            self.watching = on
+    def _on_term(self, signum, frame) -> None:
+        # The wakeup fd records the signal for the loop. But a reply blocked on a client that
+        # stopped reading would keep an orphan serving until the stall limit: when the parent is
+        # gone (the parent-death signal), the send is abandoned at once.
+        if self.sending and os.getppid() != self.parent_pid:
+            raise SessionAbort("parent gone")
+
+    def _receive_ahead(self) -> None:
+        """The client sent bytes during a request: keep them for after the reply (one request at
+        most), and notice at once when it closed (EOF, or a TLS close_notify)."""
+        try:
+            data = self.sock.recv(65536, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            raise SessionAbort("client gone")
+        self.conn.receive_data(data)
+        if self.conn.buffered > SEND_AHEAD:
+            raise RemoteProtocolError("client sent more than one request while a request was being served")
 
     def wait(self, seconds: float) -> None:
         """Sleep up to ``seconds`` during a request."""
@@ -116,15 +139,7 @@ class Watch:
             self.reporter.tick()
         for key, _ in self.sel.select(seconds):
             if key.data == "sock":
-                try:
-                    peek = self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-                except BlockingIOError:
-                    continue
-                except OSError:
-                    peek = b""
-                if not peek:
-                    raise SessionAbort("client gone")
-                self._watch_sock(False)  # it sent ahead; read it after this reply
+                self._receive_ahead()
         self._check()
 
     def next_request(self, idle_work=None):
@@ -134,7 +149,6 @@ class Watch:
         until it returns False), so the session reads ahead while the client is busy
         with the last reply.
         """
-        self._watch_sock(True)
         deadline = time.monotonic() + self.idle_timeout
         while True:
             msg = self.conn.next_message()
@@ -275,9 +289,13 @@ def run_child(sock: socket.socket, conn: Connection, peer, config, identity: str
             message = compress_data(message, codec)
         chunks = conn.send(message)
         sock.settimeout(config.stall_timeout)
+        watch.sending = True  # from now on the parent-death signal aborts the send ...
         try:
+            if os.getppid() != parent_pid:  # ... and one that came before is seen here
+                raise SessionAbort("parent gone")
             send_chunks(sock, chunks)
         finally:
+            watch.sending = False
             sock.settimeout(None)
         reporter.sent(message, reply_bytes(chunks))
 
@@ -292,11 +310,11 @@ def run_child(sock: socket.socket, conn: Connection, peer, config, identity: str
             log.log(logsetup.VERBOSE, "request %s", msg)
             try:
                 answer = handle(session, msg)
-            except SessionAbort:
+            except (SessionAbort, ProtocolError):
                 raise
             except Exception as exc:  # a bug must cost one answer, not the session
-                log.exception("error serving %s", msg.TYPE)
-                answer = Error(MessageType.SERVER_ERROR, f"{type(exc).__name__}: {exc}")
+                logsetup.bug(log, "error serving %s", msg.TYPE)
+                answer = Error(MessageType.SERVER_ERROR, f"{type(exc).__name__}: {quote(str(exc))}")
             reply(answer)
     except SessionAbort as exc:
         why = str(exc)

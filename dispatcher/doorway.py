@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import access, compression
+from . import access, compression, logsetup
 from .protocol import (
     PROTOCOL_VERSION,
     Connection,
@@ -41,6 +41,7 @@ from .protocol import (
     Status,
     Stop,
     Welcome,
+    quote,
 )
 
 if TYPE_CHECKING:
@@ -249,7 +250,7 @@ class Doorway:
             self._forget(p)
             self._refuse(p.sock, Connection("server"), MessageType.PROTOCOL_ERROR, str(exc))
         except Exception:  # never let one connection take the parent down
-            log.exception("unexpected error handling %s", peer_text(p.peer))
+            logsetup.bug(log, "unexpected error handling %s", peer_text(p.peer))
             self._forget(p)
             p.sock.close()
         return None
@@ -309,11 +310,12 @@ class Doorway:
         """Check a hello: refuse it, keep an admin, or admit a client."""
         peer = peer_text(p.peer)
         if hello.protocol != PROTOCOL_VERSION:
-            log.warning("client %s speaks protocol %s; this server speaks %d", peer, hello.protocol, PROTOCOL_VERSION)
+            asked = quote(hello.protocol)  # a peer's number may have thousands of digits
+            log.warning("client %s speaks protocol %s; this server speaks %d", peer, asked, PROTOCOL_VERSION)
             self.refused[BAD_HELLO] += 1
             self._forget(p)
             self._refuse(p.sock, p.conn, MessageType.PROTOCOL_ERROR,
-                         f"protocol version {hello.protocol} not supported; this server speaks {PROTOCOL_VERSION}")
+                         f"protocol version {asked} not supported; this server speaks {PROTOCOL_VERSION}")
             return None
         if self.config.token and not access.token_matches(hello.token, self.config.token):
             log.warning("client %s gave a wrong token", peer)

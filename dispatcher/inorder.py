@@ -12,7 +12,9 @@ import numpy as np
 from .columnar import Part
 from .layouts import OrderLayout
 from .position import FilePosition
-from .reader import StreamReader
+from .protocol import MessageType
+from .reader import CHUNK_ENTRIES, StreamReader
+from .session_errors import SessionError
 
 
 class InOrder:
@@ -26,22 +28,46 @@ class InOrder:
     def __init__(self, position: FilePosition, reader: StreamReader):
         self.position = position
         self.reader = reader
-        self._sent: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # stream -> (entries, prescale indices)
+        # what the last reply sent ahead, which a rewind may give back: stream -> (entries, prescale indices)
+        self._sent: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._sent_file: str | None = None
+
+    def forget(self) -> None:
+        """A request other than the prefetched ``next`` a rewind refers to: no rewind from now on."""
+        self._sent = {}
+        self._sent_file = None
 
     def next(self, deadline: float, advance_by: int, prefetch: int) -> tuple[list[Part], OrderLayout]:
         """The next record set after skipping ``advance_by - 1``, and up to ``prefetch - 1`` more ready now."""
-        for _ in range(advance_by - 1):
-            self.reader.take(self.produce(deadline), 1)
+        self._skip(deadline, advance_by - 1)
         self.produce(deadline)
         return self._merged(max(1, prefetch))
 
+    def _skip(self, deadline: float, n: int) -> None:
+        """Skip ``n`` record sets, a chunk of merged records at a time (nothing is built), watching
+        the deadline, the client and a stop between chunks. Sets skipped before a timeout stay skipped."""
+        skipped = 0
+        while skipped < n:
+            self.produce(deadline)
+            order, names = self._order(min(n - skipped, CHUNK_ENTRIES))
+            for i in np.unique(order):
+                self.reader.drop(names[i], int(np.count_nonzero(order == i)))
+            skipped += len(order)
+            if skipped < n:
+                self.position.check(deadline, f"skipped {skipped} of {n} record sets before the timeout")
+
     def batch(self, deadline: float, max_records: int) -> list[Part]:
-        """Up to ``max_records`` records of one stream, as soon as there is one."""
+        """Up to ``max_records`` records of one stream, as soon as there is one (fewer if they
+        would make a reply over reader.MAX_REPLY_BYTES)."""
         stream = self.produce(deadline)
         st = self.reader.streams[stream]
         while st.pending_count() < max_records and self.reader.read_chunk(stream, max_records):
             pass
-        return [self.reader.take(stream, max_records)]
+        part, ks = self.reader.take_ks(stream, max_records)
+        (kept,), _ = self.reader.fit_sets([part], [ks], [np.arange(len(ks))], len(ks))
+        if kept < len(ks):
+            part = Part(part.stream, part.file, part.entries[:kept], part.arrays[:kept], part.unserved)
+        return [part]
 
     def produce(self, deadline: float) -> str:
         """Wait until some stream has a record to serve; return the stream whose next entry is smallest."""
@@ -54,8 +80,9 @@ class InOrder:
                 continue
             self.position.wait(deadline, self.position.no_record_text())
 
-    def _merged(self, n: int) -> tuple[list[Part], OrderLayout]:
-        """Up to n pending records of all streams, merged in (entry, stream) order, without waiting."""
+    def _order(self, n: int) -> tuple[np.ndarray, list[str]]:
+        """The streams of the next (up to) n pending records in (entry, stream) order, reading
+        each stream until it has n pending or nothing more now; and the stream names."""
         streams = self.reader.streams
         heads = []
         for i, (s, st) in enumerate(streams.items()):
@@ -70,29 +97,56 @@ class InOrder:
                     break
         entries = np.concatenate([h[0] for h in heads])
         which = np.concatenate([h[1] for h in heads])
-        order_streams = which[np.lexsort((which, entries))[:n]]
-        names = list(streams)
-        parts: list[Part] = []
-        index: dict[int, int] = {}
-        self._sent = {}
-        for i in np.unique(order_streams):
-            index[int(i)] = len(parts)
-            name = names[i]
-            part, ks = self.reader.take_ks(name, int(np.count_nonzero(order_streams == i)))
-            parts.append(part)
-            self._sent[name] = (part.entries, ks)
-        return parts, OrderLayout(tuple(index[int(i)] for i in order_streams))
+        return which[np.lexsort((which, entries))[:n]], list(streams)
 
-    def rewind(self, consumed: dict) -> None:
+    def _merged(self, n: int) -> tuple[list[Part], OrderLayout]:
+        """Up to n pending records of all streams, merged in (entry, stream) order, without waiting
+        (fewer if they would make a reply over reader.MAX_REPLY_BYTES)."""
+        order_streams, names = self._order(n)
+        parts: list[Part] = []
+        kss: list[np.ndarray] = []
+        rows: list[np.ndarray] = []
+        for i in np.unique(order_streams):
+            part, ks = self.reader.take_ks(names[i], int(np.count_nonzero(order_streams == i)))
+            parts.append(part)
+            kss.append(ks)
+            rows.append(np.flatnonzero(order_streams == i))
+        kept, m = self.reader.fit_sets(parts, kss, rows, len(order_streams))
+        index: dict[int, int] = {}
+        out: list[Part] = []
+        self._sent = {}
+        self._sent_file = self.position.file
+        for i, part, ks, c in zip(np.unique(order_streams), parts, kss, kept):
+            if c == 0:
+                continue
+            if c < len(part.entries):
+                part = Part(part.stream, part.file, part.entries[:c], part.arrays[:c], part.unserved)
+            index[int(i)] = len(out)
+            out.append(part)
+            self._sent[part.stream] = (part.entries, ks[:c])
+        return out, OrderLayout(tuple(index[int(i)] for i in order_streams[:m]))
+
+    def rewind(self, file: str, consumed: dict) -> None:
         """The client used only ``consumed[stream]`` records of the last prefetched reply.
 
         Each stream goes back to just after its last used record, so what follows is
-        exactly what a client without prefetch would get next.
+        exactly what a client without prefetch would get next. Accepted only as the
+        request right after that reply, for its file, with counts within it
+        (SessionError BAD_SUBSCRIPTION otherwise, and nothing moves).
         """
+        sent, sent_file = self._sent, self._sent_file
+        self.forget()
+        if not sent or file != sent_file:
+            raise SessionError(MessageType.BAD_SUBSCRIPTION,
+                               "rewind is accepted only right after the next reply it gives back records of")
+        for s, used in consumed.items():
+            if s not in sent or isinstance(used, bool) or not isinstance(used, int) or not 0 <= used <= len(sent[s][0]):
+                raise SessionError(MessageType.BAD_SUBSCRIPTION,
+                                   "rewind counts must be, per stream of the last reply, 0 up to its records there")
         for s, st in self.reader.streams.items():
             used = consumed.get(s, 0)
-            if s in self._sent and isinstance(used, int) and not isinstance(used, bool) and used >= 0:
-                entries, ks = self._sent[s]
+            if s in sent:
+                entries, ks = sent[s]
                 if used == 0:
                     st.rewind(int(entries[0]), int(ks[0]))
                 elif used < len(entries):
@@ -101,4 +155,3 @@ class InOrder:
                     st.rewind_unserved()
             else:
                 st.rewind_unserved()
-        self._sent = {}

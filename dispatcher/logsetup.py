@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import sys
+import time
 
 VERBOSE = 5
 LEVELS = {
@@ -45,10 +46,31 @@ def set_ident(name: str) -> None:
 
 def configure(level: int, log_file: str | None = None) -> None:
     # WatchedFileHandler re-opens a log file that was removed or rotated under it.
-    handler = logging.handlers.WatchedFileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
+    # backslashreplace: a peer's lone surrogate in a logged name must not make the handler raise
+    handler = (logging.handlers.WatchedFileHandler(log_file, errors="backslashreplace") if log_file
+               else logging.StreamHandler(sys.stderr))
     handler.setFormatter(logging.Formatter("%(asctime)s %(ident)s %(levelname)s: %(message)s"))
     handler.addFilter(_IdentFilter())
     root = logging.getLogger("dds")
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+
+
+#: a process logs at most one traceback per this many seconds; the others are one line each
+TRACEBACK_INTERVAL = 60.0
+_last_traceback = [float("-inf")]
+
+
+def bug(logger: logging.Logger, message: str, *args: object) -> None:
+    """Log an exception that is our own bug (call it in an ``except`` block): with its traceback
+    at most once per TRACEBACK_INTERVAL seconds, so a request that keeps hitting it cannot flood
+    the log; in between as one line naming the exception."""
+    now = time.monotonic()
+    if now - _last_traceback[0] >= TRACEBACK_INTERVAL:
+        _last_traceback[0] = now
+        logger.exception(message, *args)
+        return
+    exc = sys.exc_info()[1]
+    logger.error(message + " (%s: %.200s; traceback logged at most every %.0f s)", *args,
+                 type(exc).__name__, exc, TRACEBACK_INTERVAL)

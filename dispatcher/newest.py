@@ -10,10 +10,11 @@ from __future__ import annotations
 import awkward as ak
 import numpy as np
 
+from . import reader as stream_reader
 from .columnar import Part
 from .layouts import SetLayout, SetsLayout
 from .position import FilePosition
-from .reader import StreamReader
+from .reader import StreamReader, fitting
 from .tail import FileReader
 
 #: entries read back from the end at first; the step doubles while nothing passes
@@ -100,6 +101,9 @@ class Newest:
             return None
         entries = np.concatenate(found_e)
         arrays = found_a[0] if len(found_a) == 1 else ak.concatenate(found_a)
+        keep = fitting(arrays[::-1], stream_reader.MAX_REPLY_BYTES)  # the newest ones, if not all fit in one reply
+        if keep < len(entries):
+            entries, arrays = entries[len(entries) - keep :], arrays[len(entries) - keep :]
         return Part(stream, self.position.file or "", entries, arrays, self.reader.unserved(stream))
 
     def _count_left_behind(self, newest: str) -> None:

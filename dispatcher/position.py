@@ -23,7 +23,7 @@ from .clock import Clock, Waiter
 from .protocol import MessageType
 from .session_errors import SessionError
 from .subscription import KeepUp
-from .tail import FileGone, FileReader, TreeInfo, Unreadable
+from .tail import FileGone, FileReader, TreeInfo, Unreadable, warn_once
 
 log = logging.getLogger("dds.session")
 
@@ -130,7 +130,12 @@ class FilePosition:
         self.state = FileState.OPEN if self.reader is not None else FileState.GONE
         self.on_enter(name)
         self.refresh()
+        self._judge_if_closed()
         log.debug("now at file %s", name)
+
+    def _judge_if_closed(self) -> None:
+        if self.reader is not None and not self.is_open():
+            self.reader.warn_if_no_stream()
 
     def move_on(self, keep_up: KeepUp) -> bool:
         """The current file is exhausted: go to the next one if it is closed. False: wait."""
@@ -171,9 +176,11 @@ class FilePosition:
             log.warning("file %s disappeared; skipping it", self.file)
             self._drop_reader()
         except Unreadable as exc:
-            self._unreadable_polls += 1
+            # the DAQ may create the open file a moment before it writes to it: not a fault yet
+            if not (self.is_open() and self.reader.is_empty()):
+                self._unreadable_polls += 1
             if not self.is_open() or self._unreadable_polls >= UNREADABLE_POLLS:
-                log.warning("skipping unreadable file %s: %s", self.file, exc)
+                self._skipping(exc)
                 self._drop_reader()
         return True
 
@@ -185,6 +192,7 @@ class FilePosition:
             return False
         self.state = FileState.FINAL
         self.refresh(force=True)
+        self._judge_if_closed()
         return True
 
     def read_failed(self, stream: str, exc: Exception) -> None:
@@ -201,7 +209,7 @@ class FilePosition:
         if self.is_open() and self.read_failures < UNREADABLE_POLLS:
             log.log(logging.WARNING if self.read_failures == 1 else logging.DEBUG, "%s", exc)
             return
-        log.warning("skipping unreadable file %s: %s", self.file, exc)
+        self._skipping(exc)
         self._drop_reader()
 
     def wait(self, deadline: float, what: str) -> None:
@@ -216,6 +224,17 @@ class FilePosition:
         if self.state is FileState.OPEN and self.refresh():
             self._quiet_polls = 0
 
+    def _skipping(self, exc: Exception) -> None:
+        path = self.reader.path if self.reader is not None else str(self.file)
+        warn_once(path, "unreadable", "skipping unreadable file %s: %s", self.file, exc, logger=log)
+
+    def check(self, deadline: float, what: str) -> None:
+        """Between the steps of a long request: SessionError TIMEOUT (saying ``what``) once past
+        ``deadline``; the waiter's checks (client gone, stop, parent gone) without pausing."""
+        if self.clock.monotonic() >= deadline:
+            raise SessionError(MessageType.TIMEOUT, what)
+        self.waiter.wait(0)
+
     def _drop_reader(self) -> None:
         """Close the current file now: a deleted file's space is freed only when no one holds it open."""
         if self.reader is not None:
@@ -225,11 +244,22 @@ class FilePosition:
 
     # ------------------------------------------------------------------ looking ahead
 
-    def find_tree(self, stream: str, files: list[str]) -> TreeInfo | None:
-        """What the current file, else the newest file that has it, shows of ``stream`` (None: no file has it)."""
-        if self.reader is not None and stream in self.reader.trees:
-            return self.reader.trees[stream]
-        for name in reversed(files[-3:]):
+    def find_trees(self, streams: list[str], files: list[str]) -> dict[str, TreeInfo | None]:
+        """What the current file, else the newest file that has it, shows of each stream (None: no file has it).
+
+        Each of the newest three files is opened at most once per call, however many
+        streams are asked for (a subscription naming many streams no file has stays cheap).
+        """
+        found: dict[str, TreeInfo | None] = {}
+        readers: list[FileReader] = []
+        wanted = []
+        for stream in streams:
+            if self.reader is not None and stream in self.reader.trees:
+                found[stream] = self.reader.trees[stream]
+            else:
+                found[stream] = None
+                wanted.append(stream)
+        for name in reversed(files[-3:]) if wanted else ():
             if self._spare is not None and self._spare.name == name:
                 r = self._spare
             else:
@@ -239,14 +269,18 @@ class FilePosition:
                 except (FileGone, Unreadable):
                     r.close()
                     continue
-                if self.reader is None:
-                    self.drop_spare()
-                    self._spare = r  # keep it open: the first subscription usually starts in it
-                else:
-                    r.close()
-            if stream in r.trees:
-                return r.trees[stream]
-        return None
+                readers.append(r)
+            for stream in wanted:
+                if found[stream] is None and stream in r.trees:
+                    found[stream] = r.trees[stream]
+            if all(found[s] is not None for s in wanted):
+                break
+        for r in readers:
+            if self.reader is None and r.name == files[-1] and self._spare is None:
+                self._spare = r  # keep it open: the first subscription usually starts in it
+            else:
+                r.close()
+        return found
 
     def drop_spare(self) -> None:
         if self._spare is not None:

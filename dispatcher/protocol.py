@@ -286,6 +286,10 @@ def _quote(value: object) -> str:
     return reprlib.repr(value)
 
 
+#: the same, for the modules that answer a peer
+quote = _quote
+
+
 def _decode_message(header: dict, body: memoryview, role: str) -> Message:
     kind = header.get("type")
     cls = _BY_TYPE.get(kind) if isinstance(kind, str) else None
@@ -367,6 +371,11 @@ class FrameDecoder:
             if blen > self.max_body:
                 raise RemoteProtocolError(f"frame body of {blen} bytes (limit {self.max_body})")
             self._need = (hlen, blen)
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet handed out as frames."""
+        return len(self._buf)
 
     @property
     def bytes_wanted(self) -> int:
@@ -475,6 +484,11 @@ class Connection:
     @property
     def bytes_wanted(self) -> int:
         return self._decoder.bytes_wanted
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet handed out as messages."""
+        return self._decoder.buffered
 
     def receive_data(self, data: bytes) -> None:
         if self.state == CLOSED:

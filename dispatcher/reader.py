@@ -31,6 +31,21 @@ CHUNK_ENTRIES = 50_000
 #: uproot pays ~50 us per basket, so a first record is fast only if the first read is short
 #: (the client's default prefetch of 256 sets is read anyway)
 FIRST_CHUNK = 256
+#: a reply's record data stays under this many bytes (a single record larger than that goes alone):
+#: well below what a client accepts (protocol.SERVER_MAX_BODY), and what one reply costs in memory
+MAX_REPLY_BYTES = 64 * 1024 * 1024
+
+
+def fitting(arrays: ak.Array, budget: int) -> int:
+    """How many leading records of ``arrays`` fit in ``budget`` bytes on the wire (at least 1)."""
+    n = len(arrays)
+    if arrays.nbytes + 8 * n <= budget:  # an upper bound: a slice counts its whole buffers
+        return n
+    k, size = n, ak.to_packed(arrays).nbytes + 8 * n
+    while size > budget and k > 1:
+        k = max(1, min(k - 1, int(k * budget / size)))
+        size = ak.to_packed(arrays[:k]).nbytes + 8 * k
+    return k
 
 
 def compile_cut(text: str, stream: str, kinds: dict, unserved: dict | None = None) -> Selection:
@@ -327,6 +342,51 @@ class StreamReader:
         if len(ents) == 1:
             return Part(stream, file, ents[0], arrs[0], unserved), kss[0]
         return Part(stream, file, np.concatenate(ents), ak.concatenate(arrs), unserved), np.concatenate(kss)
+
+    def drop(self, stream: str, n: int) -> None:
+        """Skip ``n`` pending records of ``stream`` as if they were served (nothing is built)."""
+        st = self.streams[stream]
+        while st.pending and n > 0:
+            c = st.pending[0]
+            k = min(n, len(c.entries) - c.pos)
+            c.pos += k
+            n -= k
+            st.served, st.served_passed = int(c.entries[c.pos - 1]) + 1, int(c.ks[c.pos - 1]) + 1
+            if c.pos == len(c.entries):
+                st.pending.popleft()
+
+    def fit_sets(self, parts: list[Part], kss: list[np.ndarray], rows: list[np.ndarray],
+                 nsets: int) -> tuple[list[int], int]:
+        """Keep a reply's record data within ``budget`` bytes by keeping only its first sets.
+
+        ``rows[i]`` holds, ascending, the set each record of ``parts[i]`` belongs to, and
+        ``kss[i]`` their prescale indices. Returns how many records of each part are kept
+        and how many sets (at least one); the records not kept are given back to their
+        streams, to be served next.
+        """
+        budget = MAX_REPLY_BYTES
+
+        def counts(m: int) -> list[int]:
+            return [int(np.searchsorted(r, m)) for r in rows]
+
+        def size(cs: list[int]) -> int:
+            return sum(ak.to_packed(p.arrays[:c]).nbytes + 8 * c for p, c in zip(parts, cs) if c)
+
+        m = nsets
+        if sum(p.arrays.nbytes + 8 * len(p.entries) for p in parts) > budget:  # else surely within
+            total = size(counts(m))
+            while total > budget and m > 1:
+                m = max(1, min(m - 1, int(m * budget / total)))
+                total = size(counts(m))
+        kept = counts(m)
+        for p, ks, c in zip(parts, kss, kept):
+            if c < len(p.entries):
+                st = self.streams[p.stream]
+                if c:
+                    st.rewind(int(p.entries[c - 1]) + 1, int(ks[c - 1]) + 1)
+                else:
+                    st.rewind(int(p.entries[0]), int(ks[0]))
+        return kept, m
 
     def unserved(self, stream: str) -> dict[str, str]:
         """What the current file's ``stream`` holds but cannot serve, of the branches the subscription wants."""

@@ -19,8 +19,11 @@ used as a condition is true when nonzero (NaN is nonzero, as in ROOT).
   ``%`` takes the divisor's sign (``-7 % 3 == 2``), ``n % 0 == 0`` for ints; on
   floats it is numexpr's ``x - floor(x / y) * y`` (``1 % 0.1 == 0``, ``x % inf``
   is nan) where numpy gives the exact remainder;
-  ``**`` is float64 (``2 ** -1 == 0.5``); int ``+ - *`` wrap on overflow. Nothing
-  raises: ``x / 0`` is inf or nan, and comparisons with nan are false except ``!=``.
+  ``**`` is float64 (``2 ** -1 == 0.5``); int ``+ - *`` and unary ``-`` wrap on
+  overflow, and ``n % -1 == 0`` also for the smallest int (which the C ``%`` traps on);
+  int ``%`` is numexpr's ``((a % b) + b) % b``, whose sum wraps when ``a`` and ``b``
+  are both near an end of the int range (numpy would not).
+  Nothing raises: ``x / 0`` is inf or nan, and comparisons with nan are false except ``!=``.
 - Branches of other kinds (see ``dispatcher.streams``): a fixed-size array
   (``float[3]``) takes the reductions like a variable-length list; either takes
   indexing by a constant, ``pt[0] > 20`` (a list too short gives NaN, so the
@@ -825,7 +828,18 @@ class _Compiler:
             base = self.number(self._named(left))
             return _Code(f"(({base} * 1.0) ** {self.number(right)})", _NUM)
         left, right = self._operands(left, right)
+        if op is ast.Mod:
+            return _Code(self._modulo(left, right), _NUM)
         return _Code(f"({self.number(left)} {_ARITHMETIC[op]} {self.number(right)})", _NUM)
+
+    def _modulo(self, left: _Code, right: _Code) -> str:
+        """``left % right`` without the integer trap: numexpr computes an int ``MIN % -1`` in C,
+        which kills the process with SIGFPE. ``a % -1`` is ``-((-a) % 1)`` for ints (0, as numpy
+        says; ``-MIN`` wraps to MIN, harmless) and exactly for floats, so a divisor of -1 becomes 1."""
+        a, b = self.number(left), self.number(right)
+        if right.literal is not None:
+            return f"(-((-{a}) % 1))" if right.literal == -1 else f"({a} % {b})"
+        return f"where({b} == -1, -((-{a}) % 1), {a} % where({b} == -1, 1, {b}))"
 
     def visit_BoolOp(self, node: ast.BoolOp) -> _Code:
         operator = "&" if isinstance(node.op, ast.And) else "|"

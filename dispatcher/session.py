@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 from typing import TypeVar
 
+from . import logsetup
 from .catalog import Catalog
 from .clock import Clock, SystemClock, Waiter
 from .columnar import Part
@@ -43,6 +44,8 @@ T = TypeVar("T")
 
 #: records read ahead between requests, per stream, at most
 READ_AHEAD = 100_000
+#: record sets skipped one by one (record mode, sync) between checks of the deadline and the client
+SKIP_CHECK = 256
 
 
 class Session:
@@ -82,6 +85,7 @@ class Session:
     # ------------------------------------------------------------------ requests
 
     def subscribe(self, sub: Subscription) -> dict:
+        self.inorder.forget()
         try:
             return self._subscribe(sub)
         finally:
@@ -117,24 +121,31 @@ class Session:
         Returns (parts, layout): a :class:`SetsLayout` in ``record`` mode and with
         ``sync``, else an :class:`OrderLayout` (prefetched single-record sets).
         """
+        self.inorder.forget()
         sub = self._need_subscription()
         deadline = self.position.deadline(timeout)
         if sub.keep_up is KeepUp.RECORD or sub.sync:
             one = self.newest.next_set if sub.keep_up is KeepUp.RECORD else self.synced.next_set
-            for _ in range(advance_by - 1):
+            for i in range(1, advance_by):
                 one(deadline)
+                if i % SKIP_CHECK == 0:  # a long skip watches the deadline, the client and a stop
+                    self.position.check(deadline, f"skipped {i} of {advance_by - 1} record sets before the timeout")
             return self.fresh(one(deadline))
         return self.fresh(self.inorder.next(deadline, advance_by, prefetch))
 
     def rewind(self, file: str, consumed: dict) -> dict:
         """The client used only ``consumed[stream]`` records of the last prefetched reply (see InOrder.rewind)."""
-        self._need_subscription()
-        if file == self.position.file:
-            self.inorder.rewind(consumed)
+        try:
+            self._need_subscription()
+        except SessionError:
+            self.inorder.forget()
+            raise
+        self.inorder.rewind(file, consumed)
         return {"file": self.position.file}
 
     def next_batch(self, max_records: int, timeout: float) -> tuple[list[Part], SyncBatchLayout | None]:
         """Up to ``max_records`` records of one stream from one file (with ``sync``: synced sets)."""
+        self.inorder.forget()
         sub = self._need_subscription()
         deadline = self.position.deadline(timeout)
         if sub.keep_up is KeepUp.RECORD:
@@ -167,15 +178,17 @@ class Session:
                 except SessionError:  # e.g. a cut that does not fit this file: the request will say so
                     return False
                 except Exception:  # a bug must cost at most an answer (the request meets it again), not the session
-                    log.exception("error reading ahead in stream %s", s)
+                    logsetup.bug(log, "error reading ahead in stream %s", s)
                     return False
         return False
 
     def go_to_file(self, name: str) -> dict:
+        self.inorder.forget()
         self.position.go_to(name)
         return {"file": name}
 
     def go_to_next_file(self, timeout: float) -> dict:
+        self.inorder.forget()
         deadline = self.position.deadline(timeout)
         while True:
             nxt = self.catalog.next_after(self.position.file)
@@ -193,8 +206,7 @@ class Session:
         """Reject, at subscribe time, what the newest file that has a stream shows is wrong."""
         files = self.catalog.files()
         self._unserved.clear()
-        for stream in sub.streams:
-            info = self.position.find_tree(stream, files)
+        for stream, info in self.position.find_trees(list(sub.streams), files).items():
             if info is not None:
                 check_stream(sub, stream, info)
                 wanted = sub.branches_for(stream)

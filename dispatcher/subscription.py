@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import math
+import reprlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -43,13 +44,27 @@ class KeepUp(str, enum.Enum):
                 if mode.value == key:
                     return mode
         raise SubscriptionError(
-            f"keep_up must be one of 'all', 'file', 'record' (or All, FileKeepUp, RecordKeepUp), not {value!r}"
+            f"keep_up must be one of 'all', 'file', 'record' (or All, FileKeepUp, RecordKeepUp), not {quote(value)}"
         )
+
+
+_quoting = reprlib.Repr()
+_quoting.maxstring = 80
+
+
+def quote(value: object) -> str:
+    """A value a peer sent, cut short for messages (they go to logs and back to the peer)."""
+    return _quoting.repr(value)
 
 
 def _name(value, what: str) -> str:
     if not isinstance(value, str) or not value or len(value) > MAX_NAME or "\x00" in value:
-        raise SubscriptionError(f"{what} must be a non-empty name of at most {MAX_NAME} characters, not {value!r}")
+        raise SubscriptionError(
+            f"{what} must be a non-empty name of at most {MAX_NAME} characters, not {quote(value)}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: no file, tree or branch is named so
+        raise SubscriptionError(f"{what} {quote(value)} is not valid Unicode") from None
     return value
 
 
@@ -82,10 +97,10 @@ class Subscription:
     def __post_init__(self):
         streams = (self.streams,) if isinstance(self.streams, str) else self.streams
         if not isinstance(streams, (list, tuple)) or not streams or len(streams) > MAX_STREAMS:
-            raise SubscriptionError(f"streams must be 1 to {MAX_STREAMS} tree names, not {self.streams!r}")
+            raise SubscriptionError(f"streams must be 1 to {MAX_STREAMS} tree names, not {quote(self.streams)}")
         streams = tuple(_name(s, "a stream") for s in streams)
         if len(set(streams)) != len(streams):
-            raise SubscriptionError(f"streams are repeated: {list(streams)}")
+            raise SubscriptionError(f"streams are repeated: {quote(list(streams))}")
         object.__setattr__(self, "streams", streams)
         object.__setattr__(self, "keep_up", KeepUp.parse(self.keep_up))
 
@@ -93,7 +108,7 @@ class Subscription:
         if isinstance(sel, Mapping):
             for k, text in sel.items():
                 if k not in streams:
-                    raise SubscriptionError(f"selection names stream {k!r}, which is not subscribed "
+                    raise SubscriptionError(f"selection names stream {quote(k)}, which is not subscribed "
                                             f"({', '.join(streams)})")
                 if not isinstance(text, str):
                     raise SubscriptionError(f"selection for stream {k!r} must be a string, not {type(text).__name__}")
@@ -109,7 +124,7 @@ class Subscription:
             clean: dict[str, tuple[str, ...]] = {}
             for k, v in br.items():
                 if k not in streams:
-                    raise SubscriptionError(f"branches names stream {k!r}, which is not subscribed "
+                    raise SubscriptionError(f"branches names stream {quote(k)}, which is not subscribed "
                                             f"({', '.join(streams)})")
                 if isinstance(v, str) or not isinstance(v, (list, tuple)):
                     raise SubscriptionError(f"branches for stream {k!r} must be a list of names")
@@ -118,13 +133,13 @@ class Subscription:
 
         _name(self.start, "start")
         if isinstance(self.prescale, bool) or not isinstance(self.prescale, int) or not 1 <= self.prescale <= 2**31:
-            raise SubscriptionError(f"prescale must be a positive integer, not {self.prescale!r}")
+            raise SubscriptionError(f"prescale must be a positive integer, not {quote(self.prescale)}")
         if self.sync is not None:
             _name(self.sync, "sync")
         d = self.max_sync_delay
         # range first: math.isfinite(10**400) raises OverflowError
         if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0 <= d <= 3600 or not math.isfinite(d):
-            raise SubscriptionError(f"max_sync_delay must be between 0 and 3600 seconds, not {d!r}")
+            raise SubscriptionError(f"max_sync_delay must be between 0 and 3600 seconds, not {quote(d)}")
         object.__setattr__(self, "max_sync_delay", float(d))
 
     def selection_for(self, stream: str) -> str | None:
@@ -160,7 +175,7 @@ def from_dict(data) -> Subscription:
         raise SubscriptionError("subscription must be a JSON object")
     unknown = set(data) - set(_FIELDS)
     if unknown:
-        raise SubscriptionError(f"unknown subscription fields: {', '.join(sorted(unknown))}")
+        raise SubscriptionError(f"unknown subscription fields: {quote(sorted(unknown))}")
     try:
         return Subscription(**data)
     except TypeError as exc:  # e.g. unhashable values

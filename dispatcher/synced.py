@@ -4,6 +4,11 @@ The smallest sync value pending in any stream makes the next set. A stream with
 nothing pending may still bring that value while the open file grows: the set
 waits for it up to ``max_sync_delay`` seconds (by the session's clock), or until
 the file is closed and read to its end; then the stream is named missing.
+
+Sync values are expected to ascend within a file; when they do not, sets are
+still built head by head (each set takes the smallest value pending now), so
+every record is served once. A NaN sync value equals nothing, not even another
+NaN: its record makes a set of its own, with every other stream missing.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from .reader import StreamReader, sync_branch
 
 #: synced sets per batch at most (each set's row numbers travel in the JSON header)
 MAX_SYNC_BATCH = 100_000
+#: sets built between checks of the deadline
+SKIP_CHECK = 256
 
 
 class Candidate:
@@ -55,11 +62,12 @@ class Synced:
         return parts, SetsLayout((SetLayout(self.position.file or "", members, tuple(c.missing)),))
 
     def batch(self, deadline: float, max_records: int) -> tuple[list[Part], SyncBatchLayout]:
-        """Up to max_records synced sets of one file: one part per stream and each set's row in it."""
+        """Up to max_records synced sets of one file: one part per stream and each set's row in it
+        (fewer if they would make a reply over reader.MAX_REPLY_BYTES)."""
         max_records = min(max_records, MAX_SYNC_BATCH)
         streams = list(self.reader.streams)
         rows: dict[str, list[int]] = {s: [] for s in streams}
-        taken: dict[str, list[Part]] = {s: [] for s in streams}
+        taken: dict[str, list[tuple[Part, np.ndarray]]] = {s: [] for s in streams}
         nsets = 0
         file = ""
         while nsets < max_records:
@@ -67,6 +75,8 @@ class Synced:
                 c = self._ready(deadline)
                 file = self.position.file or ""
             else:
+                if nsets % SKIP_CHECK == 0 and self.position.clock.monotonic() >= deadline:
+                    break  # what is built so far is the answer
                 # more sets only if they are ready now: a batch is returned as soon as it has one
                 self.reader.fill()
                 ready = self._ready_now()
@@ -74,18 +84,25 @@ class Synced:
                     break
                 c = ready
             for s in c.members:
-                taken[s].append(self.reader.take(s, 1))
+                taken[s].append(self.reader.take_ks(s, 1))
                 rows[s].append(nsets)
             nsets += 1
-        parts = []
-        positions = {}
+        parts, kss, sets = [], [], []
         for s in streams:
             if taken[s]:
-                ps = taken[s]
+                ps = [p for p, _ in taken[s]]
                 entries = np.concatenate([p.entries for p in ps])
                 parts.append(Part(s, file, entries, ak.concatenate([p.arrays for p in ps]), ps[0].unserved))
-                positions[s] = rows[s]
-        return parts, SyncBatchLayout(nsets, positions)
+                kss.append(np.concatenate([k for _, k in taken[s]]))
+                sets.append(np.asarray(rows[s], dtype=np.int64))
+        kept, nsets = self.reader.fit_sets(parts, kss, sets, nsets)
+        out, positions = [], {}
+        for p, r, k in zip(parts, sets, kept):
+            if k:
+                short = Part(p.stream, p.file, p.entries[:k], p.arrays[:k], p.unserved)
+                out.append(p if k == len(p.entries) else short)
+                positions[p.stream] = [int(x) for x in r[:k]]
+        return out, SyncBatchLayout(nsets, positions)
 
     def _ready(self, deadline: float) -> Candidate:
         """Wait for the next synced set."""
@@ -133,6 +150,11 @@ class Synced:
                 heads[s] = chunk.arrays[sync][chunk.pos]
         if not heads:
             return None
+        # A NaN equals nothing, itself included: such a record makes a set of its own (the other
+        # streams named missing), in stream order, so nothing ever waits or loops on it.
+        for s, v in heads.items():
+            if v != v:
+                return Candidate(v, [s], [o for o in streams if o != s], [])
         v = min(heads.values())
         members = [s for s in streams if s in heads and heads[s] == v]
         missing = [s for s in streams if s not in members]

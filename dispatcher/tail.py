@@ -65,10 +65,14 @@ class Unreadable(Exception):
     """The file cannot be read as ROOT (not ROOT, truncated, still being created)."""
 
 
-def _warn_once(path: str, what: str, message: str, *args: Any) -> None:
+def _warn_once(path: str, what: str, message: str, *args: Any, logger: logging.Logger = log) -> None:
     if (path, what) not in _told:
         _told.add((path, what))
-        log.warning(message, *args)
+        logger.warning(message, *args)
+
+
+#: one Warning per process about ``what`` of the file at ``path`` (the others are dropped)
+warn_once = _warn_once
 
 
 def _describe(obj: Any, name: str, bad: dict[str, str]) -> StreamInfo:
@@ -121,6 +125,8 @@ class FileReader:
     def refresh(self, force: bool = False) -> bool:
         """Re-open if the file changed on disk (or ``force``); True if it did. Raises FileGone or Unreadable."""
         sig = self._stat()
+        if sig[1] == 0:  # nothing written yet: no use retrying an open now
+            raise Unreadable(f"{self.name} is empty")
         if sig == self._sig and self._file is not None and not force:
             if self._settled or time.time() - sig[2] / 1e9 < SETTLE_SECONDS:
                 return False
@@ -141,6 +147,20 @@ class FileReader:
                 last = exc
                 log.debug("retrying %s of %s: %s", what, self.name, exc)
         raise Unreadable(f"cannot {what} of {self.name}: {type(last).__name__}: {last}")
+
+    def is_empty(self) -> bool:
+        """Whether the file holds no byte yet (a DAQ creating it), or is gone."""
+        try:
+            return os.stat(self.path).st_size == 0
+        except OSError:
+            return True
+
+    def warn_if_no_stream(self) -> None:
+        """For a closed file: one Warning per process when it holds no stream that can be served
+        (an empty ROOT file, zeros after the magic, only other objects). The open file may still
+        get its first stream, so it is not judged."""
+        if self._file is not None and not any(t.kinds for t in self.trees.values()):
+            _warn_once(self.path, "", "file %s holds no readable stream: nothing is served from it", self.name)
 
     def _scan(self, f: Any, strict: bool) -> dict[str, StreamInfo]:
         """Every stream of the open file ``f``. ``strict``: any stream that fails fails the scan
@@ -303,7 +323,12 @@ class FileReader:
             if not bad or self._settled:
                 break
             time.sleep(pause)
-            self._open_once()
+            try:
+                self._open_once()
+            except (FileGone, Unreadable, remote.Unavailable):
+                raise
+            except Exception as exc:  # the file itself cannot be read now: no branch is to blame
+                raise Unreadable(f"cannot read {self.name}: {type(exc).__name__}: {exc}") from None
             bad = self._probe(stream, list(bad), start, stop)
         return bad
 

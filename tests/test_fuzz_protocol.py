@@ -238,3 +238,44 @@ def test_record_data_from_a_hostile_server_raises_only_protocol_errors(header, b
         return
     for p in parts:
         assert isinstance(p.entries, np.ndarray)
+
+
+# ------------------------------------------------------------------ request values at their edges
+
+EDGE_NUMBERS = st.one_of(
+    st.sampled_from([0, 1, -1, 2**31, 2**63, 10**400, 10**4000, 1e308, -0.0, 5e-324, 604800, 604800.0001]),
+    st.integers(), st.floats(allow_nan=False, allow_infinity=False),
+)
+EDGE_INTS = st.one_of(st.sampled_from([0, 1, -1, 2**31, 2**63, 10**9, 10**9 + 1, 10**400, 10**4000]), st.integers())
+EDGE_TEXT = st.one_of(st.text(max_size=20), st.sampled_from(["\ud800", "a\udcff.root", "x" * 5000, "..", ""]))
+REQUEST_HEADERS = st.one_of(
+    st.fixed_dictionaries({"type": st.just("next"), "timeout": EDGE_NUMBERS},
+                          optional={"advance_by": EDGE_INTS, "prefetch": EDGE_INTS}),
+    st.fixed_dictionaries({"type": st.just("next_batch"), "max_records": EDGE_INTS, "timeout": EDGE_NUMBERS}),
+    st.fixed_dictionaries({"type": st.just("go_to_next_file"), "timeout": EDGE_NUMBERS}),
+    st.fixed_dictionaries({"type": st.just("go_to_file"), "name": EDGE_TEXT}),
+    st.fixed_dictionaries({"type": st.just("rewind"), "file": EDGE_TEXT,
+                           "consumed": st.dictionaries(EDGE_TEXT, EDGE_INTS, max_size=3)}),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(headers=st.lists(REQUEST_HEADERS, min_size=1, max_size=6))
+def test_requests_with_edge_values_are_messages_or_short_invalid_requests(headers):
+    """A server Connection hands out each request, in order, as the message or as an
+    InvalidRequest whose reason quotes the peer's value short; the conversation goes on."""
+    server = protocol.Connection("server")
+    hello = json.dumps({"type": "hello", "protocol": 1}).encode()
+    server.receive_data(protocol.PREFIX.pack(len(hello), 0) + hello)
+    assert isinstance(server.next_message(), protocol.Hello)
+    server.send(protocol.Welcome(1, "fuzz", 1))
+    for header in headers:
+        head = json.dumps(header).encode()
+        server.receive_data(protocol.PREFIX.pack(len(head), 0) + head)
+        msg = server.next_message()
+        if isinstance(msg, protocol.InvalidRequest):
+            assert msg.request == header["type"] and len(msg.reason) < 200, msg.reason
+            server.send(protocol.Error(protocol.MessageType.BAD_SUBSCRIPTION, msg.reason))
+        else:
+            assert msg is not None and msg.TYPE == header["type"]
+            server.send(protocol.Ok())

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from clients import DDSClient, Subscription
+from clients import DDSClient, DDSError, MessageType, Subscription
 from conftest import snarl_data, write_file
 from dispatcher.protocol import Rewind
 
@@ -91,13 +91,15 @@ def test_sync_reads_a_just_closed_file_to_its_end_before_calling_a_stream_missin
 
 
 @pytest.mark.parametrize("consumed", [-1, -1000, "3", True])
-def test_a_rewind_with_a_nonsense_count_gives_nothing_back(server_factory, data_dir, consumed):
+def test_a_rewind_with_a_nonsense_count_is_refused_and_gives_nothing_back(server_factory, data_dir, consumed):
     write_file(data_dir / "F00000001_0000.mdaq.root", {"DaqSnarl": snarl_data(0, 1000)}, steps=3)
     server = server_factory(data_dir)
     with DDSClient(server.host, server.port, prefetch=100) as c:
         c.subscribe(Subscription(streams=["DaqSnarl"], keep_up="all", start="oldest"))
         assert c.next(timeout=5).entries == {"DaqSnarl": 0}  # 100 sets were sent: entries 0..99
         c._ahead.clear()
-        c._call(Rewind("F00000001_0000.mdaq.root", {"DaqSnarl": consumed}), 5)
+        with pytest.raises(DDSError) as err:
+            c._call(Rewind("F00000001_0000.mdaq.root", {"DaqSnarl": consumed}), 5)
+        assert err.value.message_type is MessageType.BAD_SUBSCRIPTION
         assert c.next(timeout=5).entries == {"DaqSnarl": 100}
         assert c.is_valid()
