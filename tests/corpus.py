@@ -32,6 +32,9 @@ TREE_CLASSES = ("TTree", "TNtuple", "TNtupleD")
 #: seconds uproot may spend reading one branch of the reference before it counts as unreadable
 #: (some streamed-object branches take minutes in uproot itself)
 REFERENCE_SECONDS = 20.0
+#: seconds the reference may spend on one stream's branches one by one (thousands of streamed-object
+#: branches can take uproot hours); the rest are excluded, with that reason
+STREAM_SECONDS = 120.0
 #: entries compared at most per stream (the whole stream is served; the reference is cut there)
 MAX_ENTRIES = 200_000
 
@@ -113,7 +116,11 @@ def reference(path: str, stream: str) -> tuple[ak.Array | None, list[str], dict]
             stop = min(int(obj.num_entries), MAX_ENTRIES)
             readable, excluded = [], {}
             alone = _one_at_a_time(obj)
+            began = time.monotonic()
             for name in _field_names(obj):
+                if time.monotonic() - began > STREAM_SECONDS:
+                    excluded[name] = f"uproot takes over {STREAM_SECONDS:g} s to read the stream's branches one by one"
+                    continue
                 signal.setitimer(signal.ITIMER_REAL, REFERENCE_SECONDS)
                 try:
                     if alone is not None:  # uproot's name matching costs ~1 s per call on a huge tree
@@ -205,8 +212,9 @@ def compare_file(path: str, host: str, port: int, timeout: float = 60.0) -> list
         o = Outcome(name, stream, classname, entries)
         ref, readable, excluded = reference(path, stream)
         o.readable, o.excluded = len(readable), excluded
-        if ref is None:
-            o.status, o.detail = "unreadable", "uproot reads no branch of it"
+        if ref is None or (excluded and all("one by one" in why for why in list(excluded.values())[-1:])):
+            o.status, o.detail = "unreadable", "uproot reads no branch of it" if ref is None else (
+                f"uproot itself takes over {STREAM_SECONDS:g} s to read it")
             out.append(o)
             continue
         arrays, why = served(host, port, stream, entries, timeout)
