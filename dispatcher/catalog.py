@@ -59,13 +59,20 @@ class Catalog:
             files = self._listing()
         except OSError as exc:
             if not self._trouble:  # once, not at every poll
-                log.warning("cannot list data directory %s: %s", self.root, exc)
+                log.warning("%s", self._trouble_text(exc))
                 self._trouble = True
-            return []
+            return self._while_unlisted(exc)
         if self._trouble:
             log.warning("data directory %s is readable again", self.root)
             self._trouble = False
         return files
+
+    def _trouble_text(self, exc: OSError) -> str:
+        return f"cannot list data directory {self.root}: {exc}"
+
+    def _while_unlisted(self, exc: OSError) -> list[str]:
+        """What ``files`` says while the directory cannot be listed: no file."""
+        return []
 
     def _listing(self) -> list[str]:
         """Data file names, oldest first. Raises OSError if the directory is unreadable."""

@@ -117,9 +117,9 @@ class Watch:
         if self.sending and os.getppid() != self.parent_pid:
             raise SessionAbort("parent gone")
 
-    def _receive_ahead(self) -> None:
-        """The client sent bytes during a request: keep them for after the reply (one request at
-        most), and notice at once when it closed (EOF, or a TLS close_notify)."""
+    def _receive(self) -> None:
+        """Take what the client sent (nothing if nothing is there); notice at once when it closed
+        (EOF, or a TLS close_notify)."""
         try:
             data = self.sock.recv(65536, socket.MSG_DONTWAIT)
         except BlockingIOError:
@@ -129,6 +129,10 @@ class Watch:
         if not data:
             raise SessionAbort("client gone")
         self.conn.receive_data(data)
+
+    def _receive_ahead(self) -> None:
+        """The client sent bytes during a request: keep them for after the reply (one request at most)."""
+        self._receive()
         if self.conn.buffered > SEND_AHEAD:
             raise RemoteProtocolError("client sent more than one request while a request was being served")
 
@@ -167,15 +171,7 @@ class Watch:
                 pause = min(pause, self.reporter.due_in())
             for key, _ in events or self.sel.select(pause):
                 if key.data == "sock":
-                    try:
-                        data = self.sock.recv(65536, socket.MSG_DONTWAIT)
-                    except BlockingIOError:
-                        continue
-                    except OSError:
-                        data = b""
-                    if not data:
-                        raise SessionAbort("client gone")
-                    self.conn.receive_data(data)
+                    self._receive()
             self._check()
 
 

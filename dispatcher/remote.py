@@ -117,25 +117,15 @@ class RemoteCatalog(Catalog):
         self.root = f"{self.server}/{self.dir}"  # the URL: what messages and paths are made of
         self._fs: Any = None
 
-    def files(self) -> list[str]:
-        """Data file names, oldest first. While the server does not answer: the last listing, so the
-        open file is not taken for closed (it would then be served as final and its later records lost)."""
-        try:
-            files = self._listing()
-        except Unavailable as exc:
-            if not self._trouble:
-                log.warning("XRootD server of %s does not answer (%s); waiting for it", self.root, exc)
-                self._trouble = True
-            return self._files
-        except OSError as exc:
-            if not self._trouble:
-                log.warning("cannot list data directory %s: %s", self.root, exc)
-                self._trouble = True
-            return []
-        if self._trouble:
-            log.warning("data directory %s is readable again", self.root)
-            self._trouble = False
-        return files
+    def _trouble_text(self, exc: OSError) -> str:
+        if isinstance(exc, Unavailable):
+            return f"XRootD server of {self.root} does not answer ({exc}); waiting for it"
+        return super()._trouble_text(exc)
+
+    def _while_unlisted(self, exc: OSError) -> list[str]:
+        """While the server does not answer: the last listing, so the open file is not taken for
+        closed (it would then be served as final and its later records lost)."""
+        return self._files if isinstance(exc, Unavailable) else []
 
     def _listing(self) -> list[str]:
         now = time.monotonic()
