@@ -290,7 +290,8 @@ class DDSClient:
             DDSTimeout: nothing within ``timeout``; the session stays usable.
             DDSError: ``BAD_SUBSCRIPTION`` for a timeout or ``advance_by`` out of range, before anything is sent.
         """
-        request = _request(Next, _seconds(timeout, "timeout"), _count(advance_by, "advance_by"), 1)  # checked before anything is sent
+        # checked before anything is sent
+        request = _request(Next, _seconds(timeout, "timeout"), _count(advance_by, "advance_by"), 1)
         deadline = time.monotonic() + request.timeout
         while True:
             rs = self._resuming(lambda left: self._next(left, request.advance_by), _left(deadline))
