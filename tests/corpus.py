@@ -146,6 +146,9 @@ def reference(path: str, stream: str) -> tuple[ak.Array | None, list[str], dict]
             except _Slow:
                 slow = f"uproot takes over {4 * REFERENCE_SECONDS:g} s to read them together"
                 return None, [], {**excluded, **{name: slow for name in readable}}
+            except Exception as exc:  # uproot reads each alone but not all together
+                why = f"uproot cannot read them together: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
+                return None, [], {**excluded, **{name: why for name in readable}}
             finally:
                 signal.setitimer(signal.ITIMER_REAL, 0)
     finally:
