@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import socket
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 import awkward as ak
 import numpy as np
@@ -13,6 +14,7 @@ import numpy as np
 from dispatcher.columnar import Part, decode_parts
 from dispatcher.layouts import Layout, OrderLayout, SetsLayout, SyncBatchLayout, from_info
 from dispatcher.protocol import (
+    MAX_WINDOW,
     PROTOCOL_VERSION,
     Connection,
     Data,
@@ -33,8 +35,9 @@ from dispatcher.protocol import (
 )
 from dispatcher.subscription import Subscription, SubscriptionError
 from dispatcher.tlsstream import TLSStream, client_tls_context
-from dispatcher.transport import recv_message, send_message
+from dispatcher.transport import SEND_TIMEOUT, recv_message, send_message
 
+from .batchstream import BatchStream
 from .errors import DDSConnectionError, DDSError, DDSTimeout
 from .records import RecordBatch, RecordSet
 
@@ -57,6 +60,9 @@ class DDSClient:
         prefetch (int): ``next()`` asks for up to this many record sets that are ready now and
             hands them out one by one (moves and new subscriptions give the unused ones back,
             so results are the same as without); 1 turns it off; default 256.
+        window (int): ``next_batch`` streams: the server sends up to this many batches ahead (2-4 keep
+            reading and decoding overlapped; what was sent and not used is served again, so results
+            are the same as without); 0 turns it off; default 3.
         tls (bool): talk TLS, verifying the server's certificate and host name; default False.
         cafile (str): with TLS, trust this CA (or self-signed) certificate file; default: the system CAs.
             Giving ``cafile`` implies ``tls=True``.
@@ -72,7 +78,7 @@ class DDSClient:
     """
 
     def __init__(self, host: str = "localhost", port: int = 9090, *, connect_timeout: float = 10.0, token: str = "",
-                 prefetch: int = 256, tls: bool = False, cafile: str | None = None):
+                 prefetch: int = 256, window: int = 3, tls: bool = False, cafile: str | None = None):
         self.host = host
         self.port = int(port)
         self.server = ""
@@ -81,6 +87,8 @@ class DDSClient:
         self._ahead: collections.deque[RecordSet] = collections.deque()  # received but not yet returned
         self._used: dict[str, int] = {}  # records of each stream returned from the last prefetched reply
         self._sub: Subscription | None = None
+        self.window = max(0, min(int(window), MAX_WINDOW))
+        self._stream: BatchStream | None = None  # next_batch's stream, while one runs
         self._conn = Connection("client")
         self._sock: socket.socket | TLSStream | None = None
         try:
@@ -142,11 +150,30 @@ class DDSClient:
 
     def _call(self, request, timeout: float):
         """Send one request and return its reply; raise DDSError for error replies."""
+        self._send(request)
+        reply = self._receive(timeout)
+        if isinstance(reply, Error):
+            self._raise_for(reply)
+        return reply
+
+    def _send(self, message: Message) -> None:
         if self._sock is None:
             raise DDSConnectionError(f"session with {self.address} is closed")
+        with self._io(SEND_TIMEOUT):
+            send_message(self._sock, self._conn, message)
+
+    def _receive(self, timeout: float) -> Message:
+        """The next message from the server (an error reply too); DDSError for a broken session."""
+        if self._sock is None:
+            raise DDSConnectionError(f"session with {self.address} is closed")
+        with self._io(timeout):
+            return recv_message(self._sock, self._conn, timeout)
+        raise AssertionError("unreachable")  # _io raises for every failure
+
+    @contextlib.contextmanager
+    def _io(self, timeout: float):
         try:
-            send_message(self._sock, self._conn, request)
-            reply = recv_message(self._sock, self._conn, timeout)
+            yield
         except TimeoutError:
             self._drop()  # a late reply would put the conversation out of step
             raise DDSConnectionError(f"no answer from {self.address} within {timeout:g} s; session closed") from None
@@ -156,15 +183,15 @@ class DDSClient:
         except OSError as exc:
             self._drop()
             raise DDSConnectionError(f"connection to {self.address} lost: {exc}") from None
-        if isinstance(reply, Error):
-            mtype = reply.message_type
-            if mtype in _SESSION_ENDING:
-                self._drop()
-            text = reply.message or mtype.as_string()
-            if mtype is MessageType.TIMEOUT:
-                raise DDSTimeout(text)
-            raise DDSError(text, mtype)
-        return reply
+
+    def _raise_for(self, reply: Error) -> NoReturn:
+        mtype = reply.message_type
+        if mtype in _SESSION_ENDING:
+            self._drop()
+        text = reply.message or mtype.as_string()
+        if mtype is MessageType.TIMEOUT:
+            raise DDSTimeout(text)
+        raise DDSError(text, mtype)
 
     # ------------------------------------------------------------------ requests
 
@@ -199,6 +226,7 @@ class DDSClient:
         """
         prefetch = self.prefetch if self._sub is not None and self._sub.keep_up.value != "record" else 1
         request = _request(Next, float(timeout), int(advance_by), prefetch)
+        self._end_stream()
         advance_by = request.advance_by
         if len(self._ahead) < advance_by:
             # the sets held are skipped: the server's position is past them
@@ -214,8 +242,15 @@ class DDSClient:
                 self._used[stream] = self._used.get(stream, 0) + 1
         return rs
 
+    def _end_stream(self) -> None:
+        """End next_batch's stream; the server serves again what it sent and was not used."""
+        if self._stream is not None:
+            stream, self._stream = self._stream, None
+            stream.end()
+
     def _give_back(self) -> None:
-        """Tell the server which sets sent ahead were not used, so they are served again."""
+        """Tell the server which sets and batches sent ahead were not used, so they are served again."""
+        self._end_stream()
         if not self._ahead:
             return
         file = self._ahead[0].file
@@ -225,12 +260,20 @@ class DDSClient:
     def next_batch(self, max_records: int = 1000, timeout: float = 120.0) -> RecordBatch:
         """Up to ``max_records`` passing records of one stream from one file, as soon as one is there."""
         request = _request(NextBatch, int(max_records), float(timeout))
-        self._give_back()
-        reply = self._call(request, request.timeout + REPLY_MARGIN)
-        return _record_batch(*self._data(reply))
+        sub = self._sub
+        if self.window < 1 or sub is None or sub.keep_up.value == "record" or sub.sync:
+            self._give_back()
+            reply = self._call(request, request.timeout + REPLY_MARGIN)
+            return _record_batch(*self._data(reply))
+        stream = self._stream
+        if stream is None or stream.params != (request.max_records, request.timeout):
+            self._give_back()
+            stream = self._stream = BatchStream(self, request.max_records, request.timeout, self.window)
+        return _record_batch(*self._data(stream.next(REPLY_MARGIN)))
 
     def go_to_file(self, name: str) -> str:
         """Continue at entry 0 of data file ``name``. Raises DDSError(NO_FILE) for unknown or outside names."""
+        self._end_stream()
         reply = self._call(GoToFile(str(name)), 60.0)
         self._ahead.clear()  # only after the move: a refused one keeps the position and these sets
         return reply.info.get("file", name)
@@ -238,6 +281,7 @@ class DDSClient:
     def go_to_next_file(self, timeout: float = 120.0) -> str:
         """Continue at entry 0 of the file after the current one, waiting for it to appear."""
         request = _request(GoToNextFile, float(timeout))
+        self._end_stream()
         reply = self._call(request, request.timeout + REPLY_MARGIN)
         self._ahead.clear()
         return reply.info.get("file", "")

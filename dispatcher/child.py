@@ -26,6 +26,8 @@ from .columnar import encode_parts
 from .protocol import (
     PROTOCOL_VERSION,
     Connection,
+    Credit,
+    EndStream,
     Error,
     GoToFile,
     GoToNextFile,
@@ -38,10 +40,12 @@ from .protocol import (
     ProtocolError,
     Rewind,
     Stop,
+    StreamBatches,
     Subscribe,
     Welcome,
 )
 from .session import Session, SessionAbort, SessionError
+from .streaming import BatchStream, ClientSpoke, after_stream, serve_stream
 from .subscription import SubscriptionError, from_dict
 from .transport import send_chunks
 
@@ -89,6 +93,11 @@ class Watch:
         self.sel.register(self.wake_r, selectors.EVENT_READ, "wake")
         self.sel.register(sock, selectors.EVENT_READ, "sock")
         self.watching = True
+        self.interrupt = False  # a stream of batches: a client message ends a wait at once
+
+    def interruptible(self, on: bool) -> None:
+        """While on, a wait that sees the client send something raises ClientSpoke."""
+        self.interrupt = on
 
     def _check(self) -> None:
         try:
@@ -116,8 +125,27 @@ class Watch:
                     peek = b""
                 if not peek:
                     raise SessionAbort("client gone")
+                if self.interrupt:
+                    raise ClientSpoke()
                 self._watch_sock(False)  # it sent ahead; read it after this reply
         self._check()
+
+    def poll(self) -> Message | None:
+        """The client's next message if it has arrived, else None; never blocks."""
+        msg = self.conn.next_message()
+        if msg is not None:
+            return msg
+        self._check()
+        try:
+            data = self.sock.recv(65536, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return None
+        except OSError:
+            data = b""
+        if not data:
+            raise SessionAbort("client gone")
+        self.conn.receive_data(data)
+        return self.conn.next_message()
 
     def next_request(self, idle_work=None):
         """Block for the client's next message.
@@ -187,6 +215,11 @@ def _stop(session: Session, msg: Stop) -> Message:
     return Error(MessageType.FORBIDDEN, "stop the server with an admin connection (ddscomm -s)")
 
 
+def _stream_control(session: Session, msg: Message) -> Message:
+    # run_child hands these to the stream of batches (serve_stream, after_stream); never here
+    return Error(MessageType.PROTOCOL_ERROR, f"{msg.TYPE!r} outside a stream of batches")
+
+
 def _invalid(session: Session, msg: InvalidRequest) -> Message:
     # a value out of range costs one answer, like any other refused request
     return Error(MessageType.BAD_SUBSCRIPTION, msg.reason)
@@ -201,6 +234,9 @@ HANDLERS: dict[type[Message], Callable[[Session, Any], Message]] = {
     GoToFile: _go_to_file,
     GoToNextFile: _go_to_next_file,
     Stop: _stop,
+    StreamBatches: _stream_control,
+    Credit: _stream_control,
+    EndStream: _stream_control,
     InvalidRequest: _invalid,
 }
 
@@ -249,9 +285,20 @@ def run_child(sock: socket.socket, conn: Connection, peer, config, identity: str
     try:
         reply(Welcome(PROTOCOL_VERSION, identity, os.getpid()))
         log.debug("session started")
+        ended: BatchStream | None = None  # a stream an error ended, which an end_stream may still rewind
         while True:
             msg = watch.next_request(session.read_ahead)
             log.log(logsetup.VERBOSE, "request %s", msg)
+            if isinstance(msg, StreamBatches):
+                ended = serve_stream(session, watch, msg, reply)
+                continue
+            if isinstance(msg, Credit):  # sent before the client saw the error that ended its stream
+                continue
+            if isinstance(msg, EndStream):
+                reply(after_stream(ended, msg))
+                ended = None
+                continue
+            ended = None
             try:
                 answer = handle(session, msg)
             except SessionAbort:

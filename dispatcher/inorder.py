@@ -27,6 +27,7 @@ class InOrder:
         self.position = position
         self.reader = reader
         self._sent: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # stream -> (entries, prescale indices)
+        self.last_ks: list[np.ndarray] = []  # prescale indices of the last batch's parts
 
     def next(self, deadline: float, advance_by: int, prefetch: int) -> tuple[list[Part], OrderLayout]:
         """The next record set after skipping ``advance_by - 1``, and up to ``prefetch - 1`` more ready now."""
@@ -37,11 +38,23 @@ class InOrder:
 
     def batch(self, deadline: float, max_records: int) -> list[Part]:
         """Up to ``max_records`` records of one stream, as soon as there is one."""
-        stream = self.produce(deadline)
+        return self._take_batch(self.produce(deadline), max_records)
+
+    def batch_ready(self, max_records: int) -> list[Part] | None:
+        """As :meth:`batch`, from what the current file holds now: never waits, never moves. None: nothing."""
+        if not self.reader.fill():
+            return None
+        streams = self.reader.streams.items()
+        return self._take_batch(min((st.head_entry(), i, s) for i, (s, st) in enumerate(streams) if st.pending)[2],
+                                max_records)
+
+    def _take_batch(self, stream: str, max_records: int) -> list[Part]:
         st = self.reader.streams[stream]
         while st.pending_count() < max_records and self.reader.read_chunk(stream, max_records):
             pass
-        return [self.reader.take(stream, max_records)]
+        part, ks = self.reader.take_ks(stream, max_records)
+        self.last_ks = [ks]
+        return [part]
 
     def produce(self, deadline: float) -> str:
         """Wait until some stream has a record to serve; return the stream whose next entry is smallest."""

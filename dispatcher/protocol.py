@@ -13,10 +13,14 @@ declared types. Each message checks its own values when built (one place for
 every range check): a client cannot build a request out of range, and a server
 receives one as an :class:`InvalidRequest` to answer.
 
-The conversation is strictly request/response: the client sends ``Hello`` and
-then one request at a time; the server answers each with exactly one reply
-(``Welcome``, ``Ok``, ``Error`` or ``Data``). The only unsolicited message is an
-``Error`` with code ``SHUTDOWN``, after which the server closes. Which message
+The conversation is request/response: the client sends ``Hello`` and then one
+request at a time; the server answers each with exactly one reply (``Welcome``,
+``Ok``, ``Error`` or ``Data``). The one exception is a stream of batches
+(``StreamBatches``): the server keeps sending ``Data`` replies while it holds
+credits (``window`` at the start, one more per ``Credit`` the client sends as it
+consumes a reply), until an ``Error`` ends it or the client's ``EndStream`` is
+answered with ``Ok``. The only unsolicited message is an ``Error`` with code
+``SHUTDOWN``, after which the server closes. Which message
 may come in which :class:`State` is the one table :data:`TRANSITIONS`. See
 docs/PROTOCOL.md.
 """
@@ -96,6 +100,8 @@ class LocalProtocolError(ProtocolError):
 MAX_TIMEOUT = 7 * 24 * 3600.0
 #: most records (or record sets) one reply may be asked for
 MAX_BATCH = 1_000_000
+#: most replies a stream of batches may have on the way at once
+MAX_WINDOW = 16
 #: most record sets ``next`` may skip at once
 MAX_ADVANCE = 1_000_000_000
 
@@ -181,6 +187,48 @@ class NextBatch(Message):
 
 
 @dataclass(frozen=True)
+class StreamBatches(Message):
+    """Batches as ``next_batch`` would return them, one after the other, up to ``window`` unconsumed at once.
+
+    The server waits up to ``timeout`` s (from the client's last message) for each one; an
+    ``Error`` ends the stream (``TIMEOUT`` among them), an ``EndStream`` too.
+    """
+
+    TYPE: ClassVar[str] = "stream_batches"
+    max_records: int
+    timeout: float
+    window: int = 2
+
+    def __post_init__(self) -> None:
+        _count(self.max_records, "max_records", MAX_BATCH)
+        object.__setattr__(self, "timeout", _seconds(self.timeout, "timeout"))
+        _count(self.window, "window", MAX_WINDOW)
+
+
+@dataclass(frozen=True)
+class Credit(Message):
+    """The client consumed ``count`` more replies of the stream: the server may send as many more."""
+
+    TYPE: ClassVar[str] = "credit"
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        _count(self.count, "count", MAX_WINDOW)
+
+
+@dataclass(frozen=True)
+class EndStream(Message):
+    """End the stream: the client consumed the first ``consumed`` replies; the server serves the rest again."""
+
+    TYPE: ClassVar[str] = "end_stream"
+    consumed: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.consumed <= MAX_ADVANCE:
+            raise InvalidMessage(f"consumed must be between 0 and {MAX_ADVANCE}, not {_quote(self.consumed)}")
+
+
+@dataclass(frozen=True)
 class GoToFile(Message):
     TYPE: ClassVar[str] = "go_to_file"
     name: str
@@ -256,7 +304,9 @@ class Data(Message):
     body: Any = b""  # bytes-like; a list of bytes-like chunks when sending
 
 
-REQUESTS = (Subscribe, Next, Rewind, NextBatch, GoToFile, GoToNextFile, Stop)
+#: what a client sends about a running stream of batches (a credit is never answered, end_stream by ``ok``)
+STREAM_CONTROL = (Credit, EndStream)
+REQUESTS = (Subscribe, Next, Rewind, NextBatch, GoToFile, GoToNextFile, Stop, StreamBatches, *STREAM_CONTROL)
 REPLIES = (Welcome, Ok, Error, Data)
 _BY_TYPE: dict[str, type[Message]] = {cls.TYPE: cls for cls in (Hello, *REQUESTS, *REPLIES)}
 
@@ -396,6 +446,8 @@ class State(str, enum.Enum):
     HELLO_SENT = "HELLO_SENT"
     IDLE = "IDLE"
     BUSY = "BUSY"  # a request is outstanding
+    STREAMING = "STREAMING"  # a stream of batches runs
+    ENDING = "ENDING"  # the client asked the stream to end; replies still on the way are dropped
     CLOSED = "CLOSED"
 
 
@@ -403,6 +455,8 @@ AWAIT_HELLO = State.AWAIT_HELLO
 HELLO_SENT = State.HELLO_SENT
 IDLE = State.IDLE
 BUSY = State.BUSY
+STREAMING = State.STREAMING
+ENDING = State.ENDING
 CLOSED = State.CLOSED
 
 SEND = "send"
@@ -423,7 +477,7 @@ def _errors(*codes: MessageType) -> list[str]:
     return [f"error {code.value}" for code in codes or MessageType]
 
 
-_REQUEST_EVENTS = [cls.TYPE for cls in REQUESTS]
+_REQUEST_EVENTS = [cls.TYPE for cls in REQUESTS if cls not in STREAM_CONTROL]
 _CLOSING = (MessageType.SHUTDOWN, MessageType.PROTOCOL_ERROR)
 
 #: (role, direction, state, event) -> next state; anything not here is a protocol error
@@ -433,12 +487,28 @@ TRANSITIONS: dict[tuple[str, str, State, str], State] = {
     ("client", RECEIVE, HELLO_SENT, "welcome"): IDLE,
     **{("client", RECEIVE, HELLO_SENT, e): CLOSED for e in _errors()},  # a refusal
     **{("client", RECEIVE, BUSY, e): IDLE for e in ["ok", "data", *_errors()]},
+    # a stream of batches: data replies while credits last; an error ends it, so does end_stream (answered ok)
+    ("client", SEND, IDLE, "stream_batches"): STREAMING,
+    ("client", SEND, STREAMING, "credit"): STREAMING,
+    ("client", SEND, STREAMING, "end_stream"): ENDING,
+    ("client", RECEIVE, STREAMING, "data"): STREAMING,
+    **{("client", RECEIVE, STREAMING, e): IDLE for e in _errors()},
+    **{("client", RECEIVE, ENDING, e): ENDING for e in ["data", *_errors()]},
+    ("client", RECEIVE, ENDING, "ok"): IDLE,
     # the server may announce its shutdown at any time
     **{("client", RECEIVE, st, e): CLOSED for st in State for e in _errors(MessageType.SHUTDOWN)},
     ("server", RECEIVE, AWAIT_HELLO, "hello"): BUSY,
     **{("server", RECEIVE, IDLE, e): BUSY for e in _REQUEST_EVENTS},
     **{("server", SEND, BUSY, e): IDLE for e in ["welcome", "ok", "data", *_errors()]},
     **{("server", SEND, AWAIT_HELLO, e): CLOSED for e in _errors()},  # refusing before the hello arrived
+    ("server", RECEIVE, IDLE, "stream_batches"): STREAMING,
+    ("server", RECEIVE, STREAMING, "credit"): STREAMING,
+    ("server", SEND, STREAMING, "data"): STREAMING,
+    **{("server", SEND, STREAMING, e): IDLE for e in _errors()},
+    ("server", RECEIVE, STREAMING, "end_stream"): BUSY,
+    # the server ended the stream (an error) while the client's credits or end_stream were on the way
+    ("server", RECEIVE, IDLE, "credit"): IDLE,
+    ("server", RECEIVE, IDLE, "end_stream"): BUSY,
     # a shutdown or a protocol error ends the conversation, whatever state it is in
     **{("server", SEND, st, e): CLOSED for st in State for e in _errors(*_CLOSING)},
 }

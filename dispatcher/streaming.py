@@ -1,0 +1,204 @@
+"""Streamed batches: the server sends batch after batch within the client's credit window.
+
+After one ``StreamBatches`` request the child keeps producing the next batch (and
+reading the chunk after it) while the client decodes the last one, instead of
+waiting for a request per batch. The client returns a ``Credit`` for each reply
+it consumed; at most ``window`` replies are unconsumed at any time.
+
+Exactness is kept by the server: it remembers where each unconsumed reply began
+(per stream: first entry and prescale index), and ``EndStream`` says how many
+replies the client consumed, so the rest are served again, as ``Rewind`` does for
+``next()`` prefetch. A stream never leaves the current file while the client
+holds replies from it; when it moves on with nothing outstanding and the client
+ends the stream before consuming anything from the new file, the session goes back
+to where it was, so ``go_to_next_file`` and resubscribing see the same position
+as without streaming.
+
+:class:`BatchStream` is the sans-IO part (tested in-process); :func:`serve_stream`
+drives it over the child's socket.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Protocol
+
+from .columnar import Part, encode_parts
+from .protocol import Credit, EndStream, Error, Message, MessageType, Ok, RemoteProtocolError, StreamBatches
+from .session import Session
+from .session_errors import SessionAbort, SessionError
+from .subscription import KeepUp
+
+log = logging.getLogger("dds.child")
+
+
+class ClientSpoke(Exception):
+    """The client sent something while the stream was waiting: read it before going on."""
+
+
+class StreamWatch(Protocol):
+    """What the stream needs of the child's socket watch."""
+
+    def poll(self) -> Message | None: ...
+
+    def next_request(self, idle_work: Callable[[], bool] | None = None) -> Message: ...
+
+    def interruptible(self, on: bool) -> None: ...
+
+
+class BatchStream:
+    """One stream of batches of a session: what to send next, what the client consumed, how to end.
+
+    Args:
+        session (Session): the client's session (keep-up ``all`` or ``file``, no ``sync``).
+        max_records (int): most records per batch.
+        window (int): most replies sent and not yet consumed.
+    """
+
+    def __init__(self, session: Session, max_records: int, window: int):
+        sub = session.sub
+        if sub is None:
+            raise SessionError(MessageType.BAD_SUBSCRIPTION, "no subscription yet: call subscribe() first")
+        if sub.keep_up is KeepUp.RECORD or sub.sync:
+            raise SessionError(MessageType.BAD_SUBSCRIPTION,
+                               "streamed batches need keep_up 'all' or 'file' without sync; use next_batch")
+        self.session = session
+        self.max_records = max_records
+        self.window = window
+        self.sent: list[dict[str, tuple[int, int]]] = []  # per reply: {stream: (first entry, prescale index)}
+        self.acked = 0  # replies the client said it consumed
+        # where the session was before the stream moved to another file: (replies sent before the move,
+        # file, {stream: (served, served_passed)})
+        self.moved: tuple[int, str, dict[str, tuple[int, int]]] | None = None
+
+    @property
+    def credits(self) -> int:
+        return self.window - (len(self.sent) - self.acked)
+
+    def credit(self, count: int) -> None:
+        self.acked = min(len(self.sent), self.acked + count)
+
+    def next_reply(self, deadline: float) -> list[Part] | None:
+        """The next batch. None: nothing now in the current file, and the client still holds replies from it
+        (wait for its credit). With nothing outstanding this is ``next_batch`` itself: it may move
+        on to another file and waits (through the session's waiter) until ``deadline``."""
+        inorder, position = self.session.inorder, self.session.position
+        if len(self.sent) > self.acked:
+            parts = inorder.batch_ready(self.max_records)
+        else:
+            before = (len(self.sent), position.file,
+                      {s: (st.served, st.served_passed) for s, st in self.session.reader.streams.items()})
+            try:
+                parts = inorder.batch(deadline, self.max_records)
+            finally:
+                if position.file != before[1] and before[1] is not None:
+                    self.moved = before  # type: ignore[assignment]
+        if parts is not None:
+            self.sent.append({p.stream: (int(p.entries[0]), int(ks[0])) for p, ks in zip(parts, inorder.last_ks)})
+        return parts
+
+    def read_ahead(self) -> bool:
+        """While the window is full: read one chunk towards the next reply (at most one reply ahead)."""
+        reader = self.session.reader
+        if self.session.position.reader is None:
+            return False
+        try:
+            for s, st in reader.streams.items():
+                if st.pending_count() < self.max_records and reader.read_chunk(s, self.max_records):
+                    return True
+        except SessionError:  # the next reply meets it again and says so
+            return False
+        except Exception:  # a bug must cost at most an answer, not the session
+            log.exception("error reading ahead in a stream of batches")
+            return False
+        return False
+
+    def end(self, consumed: int) -> dict:
+        """The client consumed the first ``consumed`` replies: serve the others again."""
+        session = self.session
+        consumed = max(self.acked, min(consumed, len(self.sent)))
+        if self.moved is not None and consumed <= self.moved[0]:
+            _, file, cursors = self.moved
+            try:
+                session.position.go_to(file)
+            except SessionError:  # the file is gone: stay where the stream went
+                return {"file": session.position.file}
+            for s, (served, passed) in cursors.items():
+                if s in session.reader.streams:
+                    session.reader.streams[s].rewind(served, passed)
+            return {"file": file}
+        first: dict[str, tuple[int, int]] = {}
+        for reply in self.sent[consumed:]:
+            for s, at in reply.items():
+                first.setdefault(s, at)
+        for s, (entry, ks) in first.items():
+            if s in session.reader.streams:
+                session.reader.streams[s].rewind(entry, ks)
+        return {"file": session.position.file}
+
+
+def serve_stream(session: Session, watch: StreamWatch, msg: StreamBatches,
+                 reply: Callable[[Message], None]) -> BatchStream | None:
+    """Send batches within the credit window until the client ends the stream or an error does.
+
+    Returns the stream when an error ended it (an ``EndStream`` may still come for it), else None.
+    """
+    try:
+        stream = BatchStream(session, msg.max_records, msg.window)
+    except SessionError as exc:
+        reply(Error(exc.message_type, str(exc)))
+        return None
+    position = session.position
+    deadline = position.deadline(msg.timeout)
+
+    def heard(m: Message) -> bool:
+        """Take in a client message; True when it ended the stream."""
+        nonlocal deadline
+        deadline = position.deadline(msg.timeout)  # the wait counts from the client's last word
+        if isinstance(m, Credit):
+            stream.credit(m.count)
+            return False
+        if isinstance(m, EndStream):
+            reply(Ok(stream.end(m.consumed)))
+            return True
+        raise RemoteProtocolError(f"unexpected {m.TYPE!r} in a stream of batches")
+
+    while True:
+        m = watch.poll()
+        while m is not None:
+            if heard(m):
+                return None
+            m = watch.poll()
+        if stream.credits <= 0:
+            if heard(watch.next_request(stream.read_ahead)):
+                return None
+            continue
+        watch.interruptible(True)
+        try:
+            parts = stream.next_reply(deadline)
+        except ClientSpoke:
+            continue
+        except SessionError as exc:
+            reply(Error(exc.message_type, str(exc)))
+            return stream
+        except SessionAbort:
+            raise
+        except Exception as exc:  # a bug must cost one answer, not the session
+            log.exception("error serving a stream of batches")
+            reply(Error(MessageType.SERVER_ERROR, f"{type(exc).__name__}: {exc}"))
+            return stream
+        finally:
+            watch.interruptible(False)
+        if parts is None:  # the client holds replies of this file: its next credit says when to go on
+            if heard(watch.next_request(stream.read_ahead)):
+                return None
+            continue
+        reply(encode_parts(parts))
+
+
+def after_stream(ended: BatchStream | None, msg: EndStream) -> Message:
+    """The answer to an ``EndStream`` that arrived after the stream had ended by an error."""
+    if ended is None:
+        return Ok({})
+    return Ok(ended.end(msg.consumed))
