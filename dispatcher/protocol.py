@@ -393,10 +393,40 @@ class FrameDecoder:
         self.max_body = max_body
         self._buf = bytearray()
         self._need: tuple[int, int] | None = None
+        self._frame: bytearray | None = None  # the current frame, received in place (see reserve)
+        self._filled = 0
 
     def feed(self, data: bytes) -> None:
+        if self._frame is not None:
+            k = min(len(data), len(self._frame) - self._filled)
+            self._frame[self._filled : self._filled + k] = data[:k]
+            self._filled += k
+            data = data[k:]
+            if not data:
+                return
         self._buf += data
-        self._check_prefix()
+        if self._frame is None:
+            self._check_prefix()
+
+    def reserve(self) -> memoryview | None:
+        """Where the rest of the current frame goes, to receive it in place (``recv_into``); None when its
+        size is not known yet or it is complete. Call :meth:`filled` with the bytes written."""
+        if self._frame is None:
+            if self._need is None:
+                return None
+            total = PREFIX.size + sum(self._need)
+            if len(self._buf) >= total:
+                return None
+            self._frame = bytearray(total)
+            self._frame[: len(self._buf)] = self._buf
+            self._filled = len(self._buf)
+            self._buf = bytearray()
+        return memoryview(self._frame)[self._filled :]
+
+    def filled(self, n: int) -> None:
+        if self._frame is None or not 0 <= n <= len(self._frame) - self._filled:
+            raise ValueError("filled() without room reserved for that many bytes")
+        self._filled += n
 
     def _check_prefix(self) -> None:
         if self._need is None and len(self._buf) >= PREFIX.size:
@@ -410,6 +440,8 @@ class FrameDecoder:
     @property
     def bytes_wanted(self) -> int:
         """How many more bytes complete the current frame (at least 1)."""
+        if self._frame is not None:
+            return max(1, len(self._frame) - self._filled)
         if self._need is None:
             return max(1, PREFIX.size - len(self._buf))
         return max(1, PREFIX.size + sum(self._need) - len(self._buf))
@@ -419,10 +451,16 @@ class FrameDecoder:
             return None
         hlen, blen = self._need
         total = PREFIX.size + hlen + blen
-        if len(self._buf) < total:
+        frame: bytes | bytearray
+        if self._frame is not None:
+            if self._filled < total:
+                return None
+            frame, self._frame = self._frame, None
+        elif len(self._buf) < total:
             return None
-        frame = bytes(self._buf[:total]) if len(self._buf) > total else self._buf
-        self._buf = self._buf[total:] if len(self._buf) > total else bytearray()
+        else:
+            frame = bytes(self._buf[:total]) if len(self._buf) > total else self._buf
+            self._buf = self._buf[total:] if len(self._buf) > total else bytearray()
         self._need = None
         self._check_prefix()
         view = memoryview(frame)
@@ -539,6 +577,19 @@ class Connection:
         if self.state == CLOSED:
             raise RemoteProtocolError("data after the connection was closed")
         self._decoder.feed(data)
+
+    def receive_buffer(self) -> memoryview | None:
+        """A writable view for the rest of the frame being received (None: use receive_data).
+
+        For large frames: ``n = sock.recv_into(view)`` then :meth:`received` ``(n)`` saves the copy
+        of every chunk into a growing buffer and of the whole frame out of it.
+        """
+        if self.state == CLOSED:
+            return None
+        return self._decoder.reserve()
+
+    def received(self, n: int) -> None:
+        self._decoder.filled(n)
 
     def next_message(self) -> Message | None:
         """The next whole message received, or None.

@@ -194,7 +194,7 @@ def serve_stream(session: Session, watch: StreamWatch, msg: StreamBatches,
             if heard(watch.next_request(stream.read_ahead)):
                 return None
             continue
-        reply(encode_parts(parts))
+        reply(encode_parts(parts, ranges=True))
 
 
 def after_stream(ended: BatchStream | None, msg: EndStream) -> Message:

@@ -241,3 +241,50 @@ def test_a_streamed_batch_equals_uproot(data_dir, server_factory):
             evt += ak.to_list(b.arrays["evt"])
     assert evt == list(d["evt"][d["nhits"] > 20])
     assert entries == list(np.flatnonzero(d["nhits"] > 20))
+
+
+# ------------------------------------------------------------------ lean wire: entry ranges, frames received in place
+
+
+def test_consecutive_entries_travel_as_a_range_and_come_back_the_same():
+    from dispatcher.columnar import Part, decode_parts, encode_parts
+
+    arrays = ak.Array({"evt": np.arange(5, 15)})
+    parts = [Part("S", A, np.arange(5, 15, dtype=np.int64), arrays),
+             Part("T", A, np.array([1, 4, 9], dtype=np.int64), ak.Array({"evt": [1, 4, 9]}))]
+    msg = encode_parts(parts, ranges=True)
+    assert [("entry_start" in d) for d in msg.header["parts"]] == [True, False]
+    body = b"".join(bytes(memoryview(c)) for c in msg.body)
+    assert len(body) == 10 * 8 + 3 * 8 + 3 * 8  # no entry numbers for the range
+    back = decode_parts(Data(msg.header, memoryview(body)))
+    assert [list(p.entries) for p in back] == [list(range(5, 15)), [1, 4, 9]]
+    for bad in (-1, True, "0", 2**63):
+        header = {"parts": [dict(msg.header["parts"][0], entry_start=bad)]}
+        with pytest.raises(P.RemoteProtocolError):
+            decode_parts(Data(header, memoryview(body[:80])))
+    huge = {"parts": [dict(msg.header["parts"][0], length=10**12)]}
+    with pytest.raises(P.RemoteProtocolError):
+        decode_parts(Data(huge, memoryview(body[:80])))
+
+
+def test_a_frame_received_in_place_equals_one_fed_in_pieces():
+    frames = [b"".join(bytes(memoryview(c)) for c in P.encode(m)) for m in
+              (Data({"parts": []}, b"x" * 300_000), Ok({"file": A}), Data({"parts": []}, bytes(range(256)) * 999))]
+    stream = b"".join(frames)
+    for step in (1, 7, 4096, 70_000, len(stream)):
+        dec = P.FrameDecoder(P.SERVER_MAX_HEADER, P.SERVER_MAX_BODY)
+        got, pos = [], 0
+        while pos < len(stream):
+            view = dec.reserve() if step > 4096 else None
+            if view is not None:  # as recv_into would: at most what the view holds
+                k = min(len(view), step, len(stream) - pos)
+                view[:k] = stream[pos:pos + k]
+                dec.filled(k)
+            else:
+                k = min(step, len(stream) - pos)
+                dec.feed(stream[pos:pos + k])
+            pos += k
+            while (frame := dec.next_frame()) is not None:
+                got.append((frame[0], bytes(frame[1])))
+        assert got == [(P.json.loads(f[8:8 + P.PREFIX.unpack_from(f)[0]]), f[8 + P.PREFIX.unpack_from(f)[0]:])
+                       for f in frames]
