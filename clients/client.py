@@ -14,6 +14,7 @@ import numpy as np
 from dispatcher.columnar import Part, decode_parts
 from dispatcher.layouts import Layout, OrderLayout, SetsLayout, SyncBatchLayout, from_info
 from dispatcher.protocol import (
+    MAX_TIMEOUT,
     MAX_WINDOW,
     PROTOCOL_VERSION,
     Connection,
@@ -224,6 +225,13 @@ class DDSClient:
             DDSTimeout: nothing within ``timeout``; the session stays usable.
             DDSError: ``BAD_SUBSCRIPTION`` for a timeout or ``advance_by`` out of range, before anything is sent.
         """
+        if (self._ahead and advance_by == 1 and self._stream is None and isinstance(timeout, int | float)
+                and 0 <= timeout <= MAX_TIMEOUT):
+            # the common case, served from what the last reply brought: no request to build and check
+            rs = self._ahead.popleft()
+            for stream in rs.entries:
+                self._used[stream] = self._used.get(stream, 0) + 1
+            return rs
         prefetch = self.prefetch if self._sub is not None and self._sub.keep_up.value != "record" else 1
         request = _request(Next, float(timeout), int(advance_by), prefetch)
         self._end_stream()
