@@ -5,11 +5,13 @@ numexpr runs in one thread per child (one child per client) and works in blocks:
 shapes below numpy gives the same result bit for bit, so they skip numexpr:
 
 - ``column OP number`` and ``number OP column``, OP one of ``== != < <= > >=``;
+- ``column % k OP number`` for an integer column and a non-zero integer ``k``;
 - ``a & b``, ``a | b``, ``~a`` of those.
 
 Numbers become ``numpy.int64`` or ``numpy.float64`` scalars, so a comparison runs
 in the type numexpr casts to (int64 for integers, double once a float is in it).
-Anything else (arithmetic, functions, column against column) stays with numexpr.
+Anything else (other arithmetic, float remainders, functions, column against column)
+stays with numexpr.
 The text is the one ``selection`` generated and checked; it is parsed, never run.
 """
 
@@ -69,17 +71,25 @@ def _build(node: ast.expr) -> Plan:
         return invert
     if isinstance(node, ast.Compare) and len(node.ops) == 1 and type(node.ops[0]) in _COMPARE:
         kind, lhs, rhs = type(node.ops[0]), node.left, node.comparators[0]
-        if isinstance(rhs, ast.Name):
+        if isinstance(rhs, ast.Name | ast.BinOp):
             kind, lhs, rhs = _FLIP[kind], rhs, lhs
+        divisor = None
+        if isinstance(lhs, ast.BinOp) and isinstance(lhs.op, ast.Mod):
+            # integer column % integer: numexpr and numpy agree (the divisor's sign); 0 is left to numexpr
+            divisor = _number(lhs.right)
+            if not isinstance(divisor, np.int64) or divisor == 0:
+                raise _NotSimple
+            lhs = lhs.left
         if not isinstance(lhs, ast.Name):
             raise _NotSimple
         name, number, compare = lhs.id, _number(rhs), _COMPARE[kind]
+        kinds = "iuf" if divisor is None else "iu"
 
         def comparison(cols):
             column = cols.get(name)
-            if not isinstance(column, np.ndarray) or column.ndim != 1 or column.dtype.kind not in "iuf":
+            if not isinstance(column, np.ndarray) or column.ndim != 1 or column.dtype.kind not in kinds:
                 return None
-            return compare(column, number)
+            return compare(column if divisor is None else column % divisor, number)
 
         return comparison
     raise _NotSimple

@@ -23,14 +23,17 @@ COLUMNS = {
 KINDS = {k: "flat" for k in COLUMNS}
 SIMPLE = ["i32 > 3", "i32 == 3.5", "f32 > 0.1", "f32 == 0.1", "0.3 < f64", "f64 >= -0.0", "i64 > 1e18",
           "i64 > 4611686018427387904", "u8 != 200", "ok", "!ok && f32 < 1", "u64 > 9223372036854775807",
-          "(i32 > 0) || (f64 < -1) and !(u8 > 100)", "i32 > 3000000000", "f32 > 1e300"]
-NOT_SIMPLE = ["i32 % 7 == 0", "f64 != f64", "abs(f32) > 2", "i32 + 1 > 3"]
+          "(i32 > 0) || (f64 < -1) and !(u8 > 100)", "i32 > 3000000000", "f32 > 1e300",
+          "i32 % 7 == 0", "i64 % -3 == -1", "1 < u8 % 5", "i32 % 7 == 0.5"]
+NOT_SIMPLE = ["f64 % 2 == 0", "i32 % 0 == 0", "i32 % 2.5 == 0", "f64 != f64", "abs(f32) > 2", "i32 + 1 > 3"]
 
 
 @pytest.mark.parametrize("text", SIMPLE + NOT_SIMPLE)
 def test_a_cut_passes_the_same_records_in_numpy_as_in_numexpr(text, monkeypatch):
     sel = compile_selection(text, "S", KINDS)
-    assert (plan(sel._expression) is not None) == (text in SIMPLE)
+    assert (plan(sel._expression) is not None) == (text in SIMPLE or text == "f64 % 2 == 0")
+    if text == "f64 % 2 == 0":  # planned, but a float column is left to numexpr when it comes
+        assert plan(sel._expression)(COLUMNS) is None
     fast = sel.evaluate(COLUMNS)
     monkeypatch.setattr(selection, "plan", lambda expression: None)
     assert np.array_equal(fast, sel.evaluate(COLUMNS))
