@@ -37,26 +37,27 @@ class BatchStream:
         window (int): most replies the server sends ahead.
     """
 
-    def __init__(self, client: DDSClient, max_records: int, timeout: float, window: int):
+    def __init__(self, client: DDSClient, max_records: int, timeout: float, window: int, sets: int = 0):
         self.client = client
-        self.params = (max_records, timeout)
+        self.params = (max_records, timeout, sets)
         self.window = window
+        self.sets = sets  # > 0: replies of single-record sets for next(), consumed when all are handed out
         self.running = False
         self.consumed = 0
 
     def next(self, reply_margin: float) -> Data:
         """The next batch reply; DDSTimeout when nothing came within the timeout."""
-        max_records, timeout = self.params
+        max_records, timeout, sets = self.params
         t0 = time.monotonic()
         while True:
             left = timeout - (time.monotonic() - t0)
             if not self.running:
-                self.client._send(StreamBatches(max_records, max(0.0, left), self.window))
+                self.client._send(StreamBatches(max_records, max(0.0, left), self.window, sets))
                 self.running, self.consumed = True, 0
             reply = self.client._receive(max(0.0, left) + reply_margin)
             if isinstance(reply, Data):
-                self.consumed += 1
-                self.client._send(Credit(1))  # before decoding: the server reads on meanwhile
+                if not sets:
+                    self.used_one()  # before decoding: the server reads on meanwhile
                 return reply
             if isinstance(reply, Error):
                 self.running = False
@@ -66,12 +67,19 @@ class BatchStream:
             raise DDSError(f"expected record data from {self.client.address}, got {reply.TYPE!r}",
                            MessageType.PROTOCOL_ERROR)
 
-    def end(self) -> None:
-        """End the stream: the server serves again what was sent and not consumed."""
+    def used_one(self) -> None:
+        """One more reply consumed: the server may send another."""
+        self.consumed += 1
+        if self.running:
+            self.client._send(Credit(1))
+
+    def end(self, partial: dict[str, int] | None = None) -> None:
+        """End the stream: the server serves again what was sent and not consumed (of the reply in use,
+        all but ``partial[stream]`` records of each stream)."""
         if not self.running:
             return
         self.running = False
-        self.client._send(EndStream(self.consumed))
+        self.client._send(EndStream(self.consumed, dict(partial or {})))
         while True:
             reply = self.client._receive(60.0)
             if isinstance(reply, Ok):

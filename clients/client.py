@@ -225,15 +225,22 @@ class DDSClient:
             DDSTimeout: nothing within ``timeout``; the session stays usable.
             DDSError: ``BAD_SUBSCRIPTION`` for a timeout or ``advance_by`` out of range, before anything is sent.
         """
-        if (self._ahead and advance_by == 1 and self._stream is None and isinstance(timeout, int | float)
-                and 0 <= timeout <= MAX_TIMEOUT):
+        if self._ahead and advance_by == 1 and isinstance(timeout, int | float) and 0 <= timeout <= MAX_TIMEOUT:
             # the common case, served from what the last reply brought: no request to build and check
-            rs = self._ahead.popleft()
-            for stream in rs.entries:
-                self._used[stream] = self._used.get(stream, 0) + 1
-            return rs
-        prefetch = self.prefetch if self._sub is not None and self._sub.keep_up.value != "record" else 1
+            return self._pop_set()
+        sub = self._sub
+        prefetch = self.prefetch if sub is not None and sub.keep_up.value != "record" else 1
         request = _request(Next, float(timeout), int(advance_by), prefetch)
+        if self.window >= 1 and prefetch > 1 and request.advance_by == 1 and sub is not None and not sub.sync:
+            # streamed: the server sends the next sets while these are handed out
+            stream = self._stream
+            if stream is None or stream.params != (prefetch, request.timeout, prefetch):
+                self._give_back()
+                stream = self._stream = BatchStream(self, prefetch, request.timeout, self.window, sets=prefetch)
+            if not self._ahead:
+                self._ahead.extend(_record_sets(*self._data(stream.next(REPLY_MARGIN))))
+                self._used = {}
+            return self._pop_set()
         self._end_stream()
         advance_by = request.advance_by
         if len(self._ahead) < advance_by:
@@ -250,11 +257,25 @@ class DDSClient:
                 self._used[stream] = self._used.get(stream, 0) + 1
         return rs
 
+    def _pop_set(self) -> RecordSet:
+        rs = self._ahead.popleft()
+        for stream in rs.entries:
+            self._used[stream] = self._used.get(stream, 0) + 1
+        if not self._ahead and self._stream is not None and self._stream.sets:
+            self._used = {}
+            self._stream.used_one()  # every set of that reply handed out
+        return rs
+
     def _end_stream(self) -> None:
-        """End next_batch's stream; the server serves again what it sent and was not used."""
+        """End the stream of batches or sets; the server serves again what it sent and was not used."""
         if self._stream is not None:
             stream, self._stream = self._stream, None
-            stream.end()
+            if stream.sets:
+                stream.end(self._used if self._ahead else {})
+                self._ahead.clear()
+                self._used = {}
+            else:
+                stream.end()
 
     def _give_back(self) -> None:
         """Tell the server which sets and batches sent ahead were not used, so they are served again."""
@@ -274,7 +295,7 @@ class DDSClient:
             reply = self._call(request, request.timeout + REPLY_MARGIN)
             return _record_batch(*self._data(reply))
         stream = self._stream
-        if stream is None or stream.params != (request.max_records, request.timeout):
+        if stream is None or stream.params != (request.max_records, request.timeout, 0):
             self._give_back()
             stream = self._stream = BatchStream(self, request.max_records, request.timeout, self.window)
         return _record_batch(*self._data(stream.next(REPLY_MARGIN)))

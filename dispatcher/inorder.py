@@ -40,6 +40,12 @@ class InOrder:
         """Up to ``max_records`` records of one stream, as soon as there is one."""
         return self._take_batch(self.produce(deadline), max_records)
 
+    def sets_ready(self, n: int) -> tuple[list[Part], OrderLayout] | None:
+        """As :meth:`next` with prefetch ``n``, from what the current file holds now. None: nothing."""
+        if not self.reader.fill():
+            return None
+        return self._merged(n)
+
     def batch_ready(self, max_records: int) -> list[Part] | None:
         """As :meth:`batch`, from what the current file holds now: never waits, never moves. None: nothing."""
         if not self.reader.fill():
@@ -94,6 +100,7 @@ class InOrder:
             part, ks = self.reader.take_ks(name, int(np.count_nonzero(order_streams == i)))
             parts.append(part)
             self._sent[name] = (part.entries, ks)
+        self.last_ks = [self._sent[p.stream][1] for p in parts]
         return parts, OrderLayout(tuple(index[int(i)] for i in order_streams))
 
     def rewind(self, consumed: dict) -> None:

@@ -198,11 +198,14 @@ class StreamBatches(Message):
     max_records: int
     timeout: float
     window: int = 2
+    sets: int = 0  # > 0: each reply is up to this many single-record sets, as ``next`` with ``prefetch``
 
     def __post_init__(self) -> None:
         _count(self.max_records, "max_records", MAX_BATCH)
         object.__setattr__(self, "timeout", _seconds(self.timeout, "timeout"))
         _count(self.window, "window", MAX_WINDOW)
+        if self.sets:
+            _count(self.sets, "sets", MAX_BATCH)
 
 
 @dataclass(frozen=True)
@@ -218,14 +221,19 @@ class Credit(Message):
 
 @dataclass(frozen=True)
 class EndStream(Message):
-    """End the stream: the client consumed the first ``consumed`` replies; the server serves the rest again."""
+    """End the stream: the client consumed the first ``consumed`` replies, and of the next one (a reply of
+    sets) ``partial[stream]`` records of each stream; the server serves the rest again."""
 
     TYPE: ClassVar[str] = "end_stream"
     consumed: int
+    partial: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not 0 <= self.consumed <= MAX_ADVANCE:
             raise InvalidMessage(f"consumed must be between 0 and {MAX_ADVANCE}, not {_quote(self.consumed)}")
+        for k, v in self.partial.items():
+            if not isinstance(k, str) or not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= MAX_BATCH:
+                raise InvalidMessage(f"partial must map streams to counts 0..{MAX_BATCH}, not {_quote(self.partial)}")
 
 
 @dataclass(frozen=True)

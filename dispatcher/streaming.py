@@ -24,7 +24,10 @@ import logging
 from collections.abc import Callable
 from typing import Protocol
 
+import numpy as np
+
 from .columnar import Part, encode_parts
+from .layouts import OrderLayout
 from .protocol import Credit, EndStream, Error, Message, MessageType, Ok, RemoteProtocolError, StreamBatches
 from .session import Session
 from .session_errors import SessionAbort, SessionError
@@ -56,7 +59,7 @@ class BatchStream:
         window (int): most replies sent and not yet consumed.
     """
 
-    def __init__(self, session: Session, max_records: int, window: int):
+    def __init__(self, session: Session, max_records: int, window: int, sets: int = 0):
         sub = session.sub
         if sub is None:
             raise SessionError(MessageType.BAD_SUBSCRIPTION, "no subscription yet: call subscribe() first")
@@ -66,7 +69,10 @@ class BatchStream:
         self.session = session
         self.max_records = max_records
         self.window = window
-        self.sent: list[dict[str, tuple[int, int]]] = []  # per reply: {stream: (first entry, prescale index)}
+        self.sets = sets  # > 0: replies of single-record sets (next() prefetch), else batches
+        # per reply sent: where each stream stood before it ({stream: (served, served_passed)}) and what
+        # it took ({stream: (entries, prescale indices)})
+        self.sent: list[tuple[dict[str, tuple[int, int]], dict[str, tuple[np.ndarray, np.ndarray]]]] = []
         self.acked = 0  # replies the client said it consumed
         # where the session was before the stream moved to another file: (replies sent before the move,
         # file, {stream: (served, served_passed)})
@@ -79,24 +85,36 @@ class BatchStream:
     def credit(self, count: int) -> None:
         self.acked = min(len(self.sent), self.acked + count)
 
-    def next_reply(self, deadline: float) -> list[Part] | None:
-        """The next batch. None: nothing now in the current file, and the client still holds replies from it
-        (wait for its credit). With nothing outstanding this is ``next_batch`` itself: it may move
-        on to another file and waits (through the session's waiter) until ``deadline``."""
+    def next_reply(self, deadline: float) -> tuple[list[Part], OrderLayout | None] | None:
+        """The next reply: (parts, layout). None: nothing now in the current file, and the client still
+        holds replies from it (wait for its credit). With nothing outstanding this is ``next_batch`` (or
+        ``next`` with prefetch) itself: it may move on to another file and waits (through the session's
+        waiter) until ``deadline``."""
         inorder, position = self.session.inorder, self.session.position
+        layout: OrderLayout | None = None
+        stood = {s: (st.served, st.served_passed) for s, st in self.session.reader.streams.items()}
         if len(self.sent) > self.acked:
-            parts = inorder.batch_ready(self.max_records)
+            if self.sets:
+                got = inorder.sets_ready(self.sets)
+                parts, layout = got if got is not None else (None, None)
+            else:
+                parts = inorder.batch_ready(self.max_records)
         else:
-            before = (len(self.sent), position.file,
-                      {s: (st.served, st.served_passed) for s, st in self.session.reader.streams.items()})
+            before = (len(self.sent), position.file, stood)
             try:
-                parts = inorder.batch(deadline, self.max_records)
+                if self.sets:
+                    parts, layout = inorder.next(deadline, 1, self.sets)
+                else:
+                    parts = inorder.batch(deadline, self.max_records)
             finally:
                 if position.file != before[1] and before[1] is not None:
                     self.moved = before  # type: ignore[assignment]
-        if parts is not None:
-            self.sent.append({p.stream: (int(p.entries[0]), int(ks[0])) for p, ks in zip(parts, inorder.last_ks)})
-        return parts
+        if parts is None:
+            return None
+        if self.moved is not None and self.moved[0] == len(self.sent):
+            stood = {}  # moved on for this reply: where the streams stood was in the other file
+        self.sent.append((stood, {p.stream: (p.entries, ks) for p, ks in zip(parts, inorder.last_ks)}))
+        return parts, layout
 
     def read_ahead(self) -> bool:
         """While the window is full: read one chunk towards the next reply (at most one reply ahead)."""
@@ -114,11 +132,15 @@ class BatchStream:
             return False
         return False
 
-    def end(self, consumed: int) -> dict:
-        """The client consumed the first ``consumed`` replies: serve the others again."""
+    def end(self, consumed: int, partial: dict | None = None) -> dict:
+        """The client consumed the first ``consumed`` replies, and ``partial[stream]`` records of each
+        stream of the next one: serve the others again."""
         session = self.session
         consumed = max(self.acked, min(consumed, len(self.sent)))
-        if self.moved is not None and consumed <= self.moved[0]:
+        partial = (partial or {}) if consumed < len(self.sent) else {}
+        used_after_move = any(partial.values())
+        if self.moved is not None and (consumed < self.moved[0] or (consumed == self.moved[0]
+                                                                    and not used_after_move)):
             _, file, cursors = self.moved
             try:
                 session.position.go_to(file)
@@ -128,13 +150,21 @@ class BatchStream:
                 if s in session.reader.streams:
                     session.reader.streams[s].rewind(served, passed)
             return {"file": file}
-        first: dict[str, tuple[int, int]] = {}
-        for reply in self.sent[consumed:]:
-            for s, at in reply.items():
-                first.setdefault(s, at)
-        for s, (entry, ks) in first.items():
-            if s in session.reader.streams:
-                session.reader.streams[s].rewind(entry, ks)
+        if consumed < len(self.sent):
+            # each stream goes back to just after its last record used, as a client that asked for each
+            # reply would find it (a new subscription starts there)
+            stood, took = self.sent[consumed]
+            for s, st in session.reader.streams.items():
+                used = partial.get(s, 0)
+                if used and s in took:
+                    entries, ks = took[s]
+                    used = min(used, len(entries))
+                    st.rewind(int(entries[used - 1]) + 1, int(ks[used - 1]) + 1)
+                elif s in stood:
+                    st.rewind(*stood[s])
+                elif s in took:  # the reply moved to this file: from the first record it took
+                    entries, ks = took[s]
+                    st.rewind(int(entries[0]), int(ks[0]))
         return {"file": session.position.file}
 
 
@@ -145,7 +175,7 @@ def serve_stream(session: Session, watch: StreamWatch, msg: StreamBatches,
     Returns the stream when an error ended it (an ``EndStream`` may still come for it), else None.
     """
     try:
-        stream = BatchStream(session, msg.max_records, msg.window)
+        stream = BatchStream(session, msg.max_records, msg.window, msg.sets)
     except SessionError as exc:
         reply(Error(exc.message_type, str(exc)))
         return None
@@ -160,7 +190,7 @@ def serve_stream(session: Session, watch: StreamWatch, msg: StreamBatches,
             stream.credit(m.count)
             return False
         if isinstance(m, EndStream):
-            reply(Ok(stream.end(m.consumed)))
+            reply(Ok(stream.end(m.consumed, m.partial)))
             return True
         raise RemoteProtocolError(f"unexpected {m.TYPE!r} in a stream of batches")
 
@@ -176,7 +206,7 @@ def serve_stream(session: Session, watch: StreamWatch, msg: StreamBatches,
             continue
         watch.interruptible(True)
         try:
-            parts = stream.next_reply(deadline)
+            got = stream.next_reply(deadline)
         except ClientSpoke:
             continue
         except SessionError as exc:
@@ -190,15 +220,15 @@ def serve_stream(session: Session, watch: StreamWatch, msg: StreamBatches,
             return stream
         finally:
             watch.interruptible(False)
-        if parts is None:  # the client holds replies of this file: its next credit says when to go on
+        if got is None:  # the client holds replies of this file: its next credit says when to go on
             if heard(watch.next_request(stream.read_ahead)):
                 return None
             continue
-        reply(encode_parts(parts, ranges=True))
+        reply(encode_parts(*got, ranges=True))
 
 
 def after_stream(ended: BatchStream | None, msg: EndStream) -> Message:
     """The answer to an ``EndStream`` that arrived after the stream had ended by an error."""
     if ended is None:
         return Ok({})
-    return Ok(ended.end(msg.consumed))
+    return Ok(ended.end(msg.consumed, msg.partial))

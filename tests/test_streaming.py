@@ -67,7 +67,7 @@ def test_ending_a_stream_serves_again_every_reply_not_consumed(session):
     session.subscribe(sub(selection="kind != 1", prescale=2))
     truth = list(d["evt"][d["kind"] != 1][::2])
     stream = BatchStream(session, 5, window=3)
-    sent = [evts(stream.next_reply(session.position.deadline(1.0))) for _ in range(3)]
+    sent = [evts(stream.next_reply(session.position.deadline(1.0))[0]) for _ in range(3)]
     assert sum(sent, []) == truth[:15]
     assert stream.credits == 0
     stream.credit(1)
@@ -80,11 +80,11 @@ def test_a_stream_never_leaves_a_file_while_the_client_holds_replies_from_it(ses
     closed_file(session.data, B, 10, 10)
     session.subscribe(sub())
     stream = BatchStream(session, 10, window=3)
-    assert evts(stream.next_reply(session.position.deadline(1.0))) == list(range(10))
+    assert evts(stream.next_reply(session.position.deadline(1.0))[0]) == list(range(10))
     assert stream.next_reply(session.position.deadline(1.0)) is None  # A is done; B waits for the credit
     assert session.file == A
     stream.credit(1)
-    assert evts(stream.next_reply(session.position.deadline(1.0))) == list(range(10, 20))
+    assert evts(stream.next_reply(session.position.deadline(1.0))[0]) == list(range(10, 20))
     assert session.file == B
 
 
@@ -192,9 +192,13 @@ def script(c: DDSClient) -> list:
     c.subscribe(sub(selection="kind != 2", prescale=2))
     for n in (3, 3, 3, 5):  # a new max_records ends the stream and starts another
         batch(n)
-    rs = c.next(timeout=5)
-    out.append(("next", rs.file, rs.entries["DaqSnarl"]))
+    for advance_by in (1, 1, 3, 1, 1):  # next() streams sets; a skip asks the server directly
+        rs = c.next(timeout=5, advance_by=advance_by)
+        out.append(("next", rs.file, rs.entries["DaqSnarl"]))
     batch(4)
+    for _ in range(7):
+        rs = c.next(timeout=5)
+        out.append(("next", rs.file, rs.entries["DaqSnarl"]))
     c.subscribe(sub(start="current"))  # from just after the last record used
     batch(4)
     c.go_to_file(B)
@@ -220,11 +224,12 @@ def test_the_same_calls_give_the_same_records_with_and_without_streaming(data_di
         closed_file(data_dir, name, 100 * i, 60 + 10 * i)
     server = server_factory(data_dir)
     got = {}
-    for window in (0, 1, 3):
-        with DDSClient(server.host, server.port, window=window) as c:
-            got[window] = script(c)
-    assert got[0] == got[1] == got[3]
-    assert got[0][-1] == "timeout" and ("go_to_next_file", B) in got[0]
+    for window, prefetch in ((0, 256), (1, 256), (3, 256), (3, 4)):
+        with DDSClient(server.host, server.port, window=window, prefetch=prefetch) as c:
+            got[window, prefetch] = script(c)
+    first = got[0, 256]
+    assert all(g == first for g in got.values())
+    assert first[-1] == "timeout" and ("go_to_next_file", B) in first
 
 
 def test_a_streamed_batch_equals_uproot(data_dir, server_factory):
@@ -288,3 +293,15 @@ def test_a_frame_received_in_place_equals_one_fed_in_pieces():
                 got.append((frame[0], bytes(frame[1])))
         assert got == [(P.json.loads(f[8:8 + P.PREFIX.unpack_from(f)[0]]), f[8 + P.PREFIX.unpack_from(f)[0]:])
                        for f in frames]
+
+
+def test_next_over_a_stream_of_sets_gives_back_what_it_did_not_hand_out(session):
+    d = closed_file(session.data, A, 0, 40)
+    session.subscribe(sub(selection="kind != 3"))
+    truth = list(d["evt"][d["kind"] != 3])
+    stream = BatchStream(session, 5, window=2, sets=5)
+    first = stream.next_reply(session.position.deadline(1.0))
+    second = stream.next_reply(session.position.deadline(1.0))
+    assert evts(first[0]) + evts(second[0]) == truth[:10]
+    stream.end(consumed=1, partial={"DaqSnarl": 2})  # the first reply and two sets of the second used
+    assert batch_evts(session, 100) == truth[7:]
