@@ -61,9 +61,9 @@ class DDSClient:
         prefetch (int): ``next()`` asks for up to this many record sets that are ready now and
             hands them out one by one (moves and new subscriptions give the unused ones back,
             so results are the same as without); 1 turns it off; default 256.
-        window (int): ``next_batch`` streams: the server sends up to this many batches ahead (2-4 keep
-            reading and decoding overlapped; what was sent and not used is served again, so results
-            are the same as without); 0 turns it off; default 3.
+        window (int): ``next_batch`` and ``next()`` stream: the server sends up to this many replies
+            ahead (2-4 keep reading and decoding overlapped; what was sent and not used is served
+            again, so results are the same as without); 0 turns it off; default 3.
         tls (bool): talk TLS, verifying the server's certificate and host name; default False.
         cafile (str): with TLS, trust this CA (or self-signed) certificate file; default: the system CAs.
             Giving ``cafile`` implies ``tls=True``.
