@@ -20,6 +20,7 @@ drives it over the child's socket.
 
 from __future__ import annotations
 
+import collections
 import logging
 from collections.abc import Callable
 from typing import Protocol
@@ -72,18 +73,24 @@ class BatchStream:
         self.sets = sets  # > 0: replies of single-record sets (next() prefetch), else batches
         # per reply sent: where each stream stood before it ({stream: (served, served_passed)}) and what
         # it took ({stream: (entries, prescale indices)})
-        self.sent: list[tuple[dict[str, tuple[int, int]], dict[str, tuple[np.ndarray, np.ndarray]]]] = []
-        self.acked = 0  # replies the client said it consumed
+        # (only those not yet consumed: a long stream must not keep every reply's entry numbers)
+        self.sent: collections.deque[tuple[dict[str, tuple[int, int]], dict[str, tuple[np.ndarray, np.ndarray]]]] \
+            = collections.deque()
+        self.acked = 0  # replies the client said it consumed (and dropped from ``sent``)
+        self.total = 0  # replies sent
         # where the session was before the stream moved to another file: (replies sent before the move,
         # file, {stream: (served, served_passed)})
         self.moved: tuple[int, str, dict[str, tuple[int, int]]] | None = None
 
     @property
     def credits(self) -> int:
-        return self.window - (len(self.sent) - self.acked)
+        return self.window - (self.total - self.acked)
 
     def credit(self, count: int) -> None:
-        self.acked = min(len(self.sent), self.acked + count)
+        count = min(count, self.total - self.acked)
+        for _ in range(count):
+            self.sent.popleft()
+        self.acked += count
 
     def next_reply(self, deadline: float) -> tuple[list[Part], OrderLayout | None] | None:
         """The next reply: (parts, layout). None: nothing now in the current file, and the client still
@@ -93,14 +100,14 @@ class BatchStream:
         inorder, position = self.session.inorder, self.session.position
         layout: OrderLayout | None = None
         stood = {s: (st.served, st.served_passed) for s, st in self.session.reader.streams.items()}
-        if len(self.sent) > self.acked:
+        if self.total > self.acked:
             if self.sets:
                 got = inorder.sets_ready(self.sets)
                 parts, layout = got if got is not None else (None, None)
             else:
                 parts = inorder.batch_ready(self.max_records)
         else:
-            before = (len(self.sent), position.file, stood)
+            before = (self.total, position.file, stood)
             try:
                 if self.sets:
                     parts, layout = inorder.next(deadline, 1, self.sets)
@@ -111,9 +118,10 @@ class BatchStream:
                     self.moved = before  # type: ignore[assignment]
         if parts is None:
             return None
-        if self.moved is not None and self.moved[0] == len(self.sent):
+        if self.moved is not None and self.moved[0] == self.total:
             stood = {}  # moved on for this reply: where the streams stood was in the other file
         self.sent.append((stood, {p.stream: (p.entries, ks) for p, ks in zip(parts, inorder.last_ks)}))
+        self.total += 1
         return parts, layout
 
     def read_ahead(self) -> bool:
@@ -136,8 +144,8 @@ class BatchStream:
         """The client consumed the first ``consumed`` replies, and ``partial[stream]`` records of each
         stream of the next one: serve the others again."""
         session = self.session
-        consumed = max(self.acked, min(consumed, len(self.sent)))
-        partial = (partial or {}) if consumed < len(self.sent) else {}
+        consumed = max(self.acked, min(consumed, self.total))
+        partial = (partial or {}) if consumed < self.total else {}
         used_after_move = any(partial.values())
         if self.moved is not None and (consumed < self.moved[0] or (consumed == self.moved[0]
                                                                     and not used_after_move)):
@@ -150,10 +158,10 @@ class BatchStream:
                 if s in session.reader.streams:
                     session.reader.streams[s].rewind(served, passed)
             return {"file": file}
-        if consumed < len(self.sent):
+        if consumed < self.total:
             # each stream goes back to just after its last record used, as a client that asked for each
             # reply would find it (a new subscription starts there)
-            stood, took = self.sent[consumed]
+            stood, took = self.sent[consumed - self.acked]
             for s, st in session.reader.streams.items():
                 used = partial.get(s, 0)
                 if used and s in took:

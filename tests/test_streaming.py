@@ -305,3 +305,17 @@ def test_next_over_a_stream_of_sets_gives_back_what_it_did_not_hand_out(session)
     assert evts(first[0]) + evts(second[0]) == truth[:10]
     stream.end(consumed=1, partial={"DaqSnarl": 2})  # the first reply and two sets of the second used
     assert batch_evts(session, 100) == truth[7:]
+
+
+def test_a_long_stream_keeps_only_the_replies_not_yet_consumed(session):
+    closed_file(session.data, A, 0, 200)
+    session.subscribe(sub())
+    stream = BatchStream(session, 5, window=2)
+    for _ in range(30):
+        stream.next_reply(session.position.deadline(1.0))
+        stream.credit(1)
+        assert len(stream.sent) == 0
+    stream.next_reply(session.position.deadline(1.0))
+    assert len(stream.sent) == 1 and stream.total == 31
+    stream.end(consumed=30)
+    assert batch_evts(session, 5) == list(range(150, 155))
