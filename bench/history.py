@@ -38,8 +38,9 @@ An earlier pair of runs the same day, under load average 7-13 from other work, g
 scenario 1 (the after run drew a quiet moment for uproot, 10.6 M/s, and a busy one for DDS): wall-time
 ratios on a shared 2-core machine move by +-0.2; the CPU figures do not.
 
-The same file read right after, in one process alternating the client's window six times (best and
-median of six, seconds for 2,000,000 records; `window=0` is one request per batch, as before):
+The same file read in one process alternating the client's window six times, earlier the same day at
+load average ~7 (`next()` not yet streamed; best and median of six, seconds for 2,000,000 records;
+`window=0` is one request per batch, as before):
 
 | reader | best | median |
 |---|---|---|
