@@ -319,3 +319,159 @@ def test_a_long_stream_keeps_only_the_replies_not_yet_consumed(session):
     assert len(stream.sent) == 1 and stream.total == 31
     stream.end(consumed=30)
     assert batch_evts(session, 5) == list(range(150, 155))
+
+
+# ------------------------------------------------------------------ with the rest of the server
+# (rewind rule, reply bound, compression, freshness, unserved, status counts, resume)
+
+
+def test_a_rewind_after_a_stream_refers_to_no_reply_and_is_refused(session):
+    closed_file(session.data, A, 0, 40)
+    session.subscribe(sub())
+    for sets in (0, 4):
+        stream = BatchStream(session, 4, window=2, sets=sets)
+        stream.next_reply(session.position.deadline(1.0))
+        stream.end(consumed=0)
+        with pytest.raises(SessionError) as exc:
+            session.rewind(A, {"DaqSnarl": 0})
+        assert exc.value.message_type is MessageType.BAD_SUBSCRIPTION
+    assert batch_evts(session, 100) == list(range(40))  # nothing moved: each stream gave all back
+
+
+def test_streamed_replies_carry_lag_and_age_as_a_next_batch_reply_does(session):
+    closed_file(session.data, A, 0, 30)
+    closed_file(session.data, B, 30, 20)
+    session.subscribe(sub())
+    stream = BatchStream(session, 10, window=3)
+    parts, _ = stream.next_reply(session.position.deadline(1.0))
+    assert parts[0].lag == 20 + 20  # the rest of A and all of B
+    assert parts[0].age
+    stream.end(consumed=0)
+    plain, _ = session.next_batch(10, 1.0)
+    assert plain[0].lag == parts[0].lag and plain[0].entries.tolist() == parts[0].entries.tolist()
+
+
+def test_streamed_replies_stay_within_the_byte_limit_and_lose_nothing(session, monkeypatch):
+    import uproot
+
+    from dispatcher import reader
+
+    monkeypatch.setattr(reader, "MAX_REPLY_BYTES", 64 * 1024)
+    with uproot.recreate(session.data / A) as f:
+        f.mktree("DaqSnarl", {"evt": np.int64, "blob": np.dtype((np.float64, (1024,)))})
+        for first in range(0, 40, 10):  # 8 KiB records: 8 fit in a reply
+            f["DaqSnarl"].extend({"evt": np.arange(first, first + 10), "blob": np.zeros((10, 1024))})
+    past = time.time() - 60
+    os.utime(session.data / A, (past, past))
+    session.subscribe(sub())
+    for sets in (0, 1000):
+        stream = BatchStream(session, 1000, window=2, sets=sets)
+        seen: list[int] = []
+        while len(seen) < 40:
+            parts, _ = stream.next_reply(session.position.deadline(1.0))
+            assert 0 < sum(p.arrays.nbytes for p in parts) <= 64 * 1024
+            seen += evts(parts)
+            stream.credit(1)
+        assert seen == list(range(40))
+        stream.end(consumed=stream.total)
+        session.go_to_file(A)
+
+
+def served(c: DDSClient) -> list:
+    """Batches and sets of every file, with what each says of freshness and unserved branches."""
+    out: list = []
+    c.subscribe(sub())
+    for _ in range(6):
+        b = c.next_batch(25, timeout=5)
+        out.append((b.file, b.entries.tolist(), ak.to_list(b.arrays), b.lag, b.unserved, b.age is not None))
+    c.go_to_file(B)
+    for _ in range(30):
+        rs = c.next(timeout=5)
+        out.append((rs.file, rs.entries, rs.records, rs.lag, rs.unserved, rs.age is not None))
+    return out
+
+
+@pytest.mark.parametrize("codec", ["zstd", "lz4"])
+def test_streamed_replies_are_compressed_and_give_the_same_records_and_freshness(data_dir, server_factory,
+                                                                                 monkeypatch, codec):
+    import clients.client as client_mod
+
+    for i, name in enumerate((A, B, C)):
+        closed_file(data_dir, name, 100 * i, 60 + 10 * i)
+    server = server_factory(data_dir)
+    with DDSClient(server.host, server.port, window=0) as c:
+        plain = served(c)
+    codecs: list = []
+    decompress = client_mod.decompress_data
+    monkeypatch.setattr(client_mod, "decompress_data", lambda m: (codecs.append(m.header.get("compression")),
+                                                                  decompress(m))[1])
+    with DDSClient(server.host, server.port, window=3, compression=codec) as c:
+        assert served(c) == plain
+        assert c._stream is not None  # it did stream
+    assert codec in codecs
+
+
+def test_streamed_replies_name_the_branches_the_server_cannot_serve(data_dir, server):
+    import shutil
+
+    corpus = __import__("pathlib").Path(__file__).resolve().parent / "data" / "corpus" / "uproot-issue-1229.root"
+    shutil.copy(corpus, data_dir / A)
+    got = {}
+    for window in (0, 3):
+        with DDSClient(server.host, server.port, window=window) as c:
+            reply = c.subscribe(Subscription(streams=("tree",), keep_up="all", start="oldest"))
+            b = c.next_batch(timeout=10)
+            c.go_to_file(A)
+            rs = c.next(timeout=10)
+            got[window] = (b.unserved, rs.unserved, b.entries.tolist())
+            assert b.unserved["tree"] == reply["unserved"]["tree"] and rs.unserved == reply["unserved"]
+    assert got[0] == got[3]
+
+
+def test_streamed_replies_are_counted_in_the_status_metrics(data_dir, server_factory):
+    from test_status import scrape
+
+    closed_file(data_dir, A, 0, 60)
+    closed_file(data_dir, B, 60, 40)
+    server = server_factory(data_dir, "--metrics-port", "0")
+    with DDSClient(server.host, server.port, window=3, prefetch=16) as c:
+        c.subscribe(sub())
+        assert len(c.next_batch(10, timeout=5)) == 10  # two more replies come ahead, and are never used
+        c.go_to_file(A)
+        got = [c.next(timeout=5).entries["DaqSnarl"] for _ in range(100)]
+    assert got == list(range(60)) + list(range(40))  # entries count from 0 in each file
+    deadline = time.monotonic() + 8
+    while True:  # what the client used, once: not what was sent ahead and served again
+        m = scrape(server)
+        if m.get(("dds_records_sent_total", (("stream", "DaqSnarl"),)), 0) == 110:
+            break
+        assert time.monotonic() < deadline, m
+        time.sleep(0.2)
+    assert m[("dds_bytes_sent_total", ())] > 0
+
+
+@pytest.mark.parametrize("how", ["next", "next_batch"])
+def test_a_resumed_client_delivers_each_streamed_record_once(data_dir, server_factory, how):
+    n = 400
+    for i, name in enumerate((A, B, C)):
+        write_file(data_dir / name, {"DaqSnarl": snarl_data(i * n, n)}, steps=4)
+    a = server_factory(data_dir)
+    b = server_factory(data_dir)
+
+    def take(dds) -> list[int]:
+        if how == "next":
+            return [dds.next(timeout=10)["DaqSnarl"]["evt"]]
+        return [int(e) for e in dds.next_batch(70, timeout=10).arrays.evt]
+
+    with DDSClient([f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"], resume=True, connect_timeout=5,
+                   window=3, prefetch=32) as dds:
+        dds.subscribe(sub())
+        got: list[int] = []
+        while len(got) < n + 50:  # into the second file, with replies sent ahead on the way
+            got += take(dds)
+        assert dds._stream is not None
+        a.stop()
+        while len(got) < 3 * n:
+            got += take(dds)
+        assert dds.port == b.port
+    assert got == list(range(3 * n))
