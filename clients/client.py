@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import math
 import operator
 import os
 import socket
 import time
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 import awkward as ak
 import numpy as np
@@ -18,6 +19,8 @@ from dispatcher.columnar import Part, decode_parts
 from dispatcher.compression import CODECS, decompress_data
 from dispatcher.layouts import Layout, OrderLayout, SetsLayout, SyncBatchLayout, from_info
 from dispatcher.protocol import (
+    MAX_TIMEOUT,
+    MAX_WINDOW,
     PROTOCOL_VERSION,
     Connection,
     Data,
@@ -40,6 +43,7 @@ from dispatcher.subscription import Subscription, SubscriptionError
 from dispatcher.tlsstream import TLSStream, client_tls_context
 from dispatcher.transport import SEND_TIMEOUT, recv_message, send_chunks
 
+from .batchstream import BatchStream
 from .errors import DDSConnectionError, DDSError, DDSTimeout
 from .failover import Position, server_list
 from .records import RecordBatch, RecordSet
@@ -67,6 +71,9 @@ class DDSClient:
         prefetch (int): ``next()`` asks for up to this many record sets that are ready now and
             hands them out one by one (moves and new subscriptions give the unused ones back,
             so results are the same as without); 1 turns it off; default 256.
+        window (int): ``next_batch`` and ``next()`` stream: the server sends up to this many replies
+            ahead (2-4 keep reading and decoding overlapped; what was sent and not used is served
+            again, so results are the same as without); 0 turns it off; default 3.
         tls (bool): talk TLS, verifying the server's certificate and host name; default False.
         cafile (str): with TLS, trust this CA (or self-signed) certificate file; default: the system CAs.
             Giving ``cafile`` implies ``tls=True``.
@@ -89,7 +96,7 @@ class DDSClient:
     """
 
     def __init__(self, host: str | list | tuple = "localhost", port: int = 9090, *, connect_timeout: float = 10.0,
-                 token: str = "", prefetch: int = 256, tls: bool = False, cafile: str | None = None,
+                 token: str = "", prefetch: int = 256, window: int = 3, tls: bool = False, cafile: str | None = None,
                  compression: str | None = None, resume: bool = False):
         try:
             self.servers = server_list(host, int(port))
@@ -104,6 +111,8 @@ class DDSClient:
         self._ahead: collections.deque[RecordSet] = collections.deque()  # received but not yet returned
         self._used: dict[str, int] = {}  # records of each stream returned from the last prefetched reply
         self._sub: Subscription | None = None
+        self.window = max(0, min(_count(window, "window"), MAX_WINDOW))
+        self._stream: BatchStream | None = None  # next_batch's stream, while one runs
         self._conn = Connection("client")
         self._sock: socket.socket | TLSStream | None = None
         self._options = (float(connect_timeout), token or "", bool(tls or cafile), cafile)
@@ -184,6 +193,7 @@ class DDSClient:
         return f"<DDSClient {self.address} {state}>"
 
     def _drop(self) -> None:
+        self._stream = None  # a stream ends with its session (a new session starts its own)
         if self._sock is not None:
             try:
                 self._sock.close()
@@ -192,16 +202,35 @@ class DDSClient:
 
     def _call(self, request, timeout: float):
         """Send one request and return its reply; raise DDSError for error replies."""
+        self._send(request)
+        reply = self._receive(timeout)
+        if isinstance(reply, Error):
+            self._raise_for(reply)
+        return reply
+
+    def _send(self, message: Message) -> None:
         if self._sock is None:
             raise DDSConnectionError(f"session with {self.address} is closed")
         try:
-            frame = self._conn.send(request)
+            frame = self._conn.send(message)
         except (ValueError, TypeError) as exc:  # a value the wire cannot carry: nothing was sent
             raise DDSError(f"request not sent: {exc}", MessageType.BAD_SUBSCRIPTION) from None
-        try:
+        with self._io(SEND_TIMEOUT):
             self._sock.settimeout(SEND_TIMEOUT)
             send_chunks(self._sock, frame)
-            reply = recv_message(self._sock, self._conn, timeout)
+
+    def _receive(self, timeout: float) -> Message:
+        """The next message from the server (an error reply too); DDSError for a broken session."""
+        if self._sock is None:
+            raise DDSConnectionError(f"session with {self.address} is closed")
+        with self._io(timeout):
+            return recv_message(self._sock, self._conn, timeout)
+        raise AssertionError("unreachable")  # _io raises for every failure
+
+    @contextlib.contextmanager
+    def _io(self, timeout: float):
+        try:
+            yield
         except TimeoutError:
             self._drop()  # a late reply would put the conversation out of step
             raise DDSConnectionError(f"no answer from {self.address} within {timeout:g} s; session closed") from None
@@ -211,15 +240,15 @@ class DDSClient:
         except OSError as exc:
             self._drop()
             raise DDSConnectionError(f"connection to {self.address} lost: {exc}") from None
-        if isinstance(reply, Error):
-            mtype = reply.message_type
-            if mtype in _SESSION_ENDING:
-                self._drop()
-            text = reply.message or mtype.as_string()
-            if mtype is MessageType.TIMEOUT:
-                raise DDSTimeout(text)
-            raise DDSError(text, mtype)
-        return reply
+
+    def _raise_for(self, reply: Error) -> NoReturn:
+        mtype = reply.message_type
+        if mtype in _SESSION_ENDING:
+            self._drop()
+        text = reply.message or mtype.as_string()
+        if mtype is MessageType.TIMEOUT:
+            raise DDSTimeout(text)
+        raise DDSError(text, mtype)
 
     # ------------------------------------------------------------------ resuming
 
@@ -290,18 +319,39 @@ class DDSClient:
             DDSTimeout: nothing within ``timeout``; the session stays usable.
             DDSError: ``BAD_SUBSCRIPTION`` for a timeout or ``advance_by`` out of range, before anything is sent.
         """
+        if (self._ahead and advance_by.__class__ is int and advance_by == 1 and timeout.__class__ in (int, float)
+                and 0 <= timeout <= MAX_TIMEOUT):
+            # the common case, served from what the last reply brought: no request to build and check
+            rs = self._pop_set()
+            if not self._position.seen_set(rs):
+                self._position.note_set(rs)
+                return rs
         # checked before anything is sent
         request = _request(Next, _seconds(timeout, "timeout"), _count(advance_by, "advance_by"), 1)
         deadline = time.monotonic() + request.timeout
         while True:
-            rs = self._resuming(lambda left: self._next(left, request.advance_by), _left(deadline))
+            rs = self._resuming(lambda left: self._next(left, request.advance_by, request.timeout), _left(deadline))
             if not self._position.seen_set(rs):  # handed out before a reconnect: skipped
                 self._position.note_set(rs)
                 return rs
 
-    def _next(self, timeout: float, advance_by: int) -> RecordSet:
-        prefetch = self.prefetch if self._sub is not None and self._sub.keep_up.value != "record" else 1
+    def _next(self, timeout: float, advance_by: int, asked: float) -> RecordSet:
+        """One set, waiting up to ``timeout``; ``asked`` is the caller's own timeout (what a stream is for)."""
+        sub = self._sub
+        prefetch = self.prefetch if sub is not None and sub.keep_up.value != "record" else 1
         request = _request(Next, _seconds(timeout, "timeout"), _count(advance_by, "advance_by"), prefetch)
+        if self.window >= 1 and prefetch > 1 and request.advance_by == 1 and sub is not None and not sub.sync:
+            # streamed: the server sends the next sets while these are handed out
+            wait = _stream_wait(asked, request.timeout)
+            stream = self._stream
+            if stream is None or stream.params != (prefetch, wait, prefetch):
+                self._give_back()
+                stream = self._stream = BatchStream(self, prefetch, wait, self.window, sets=prefetch)
+            if not self._ahead:
+                self._ahead.extend(self._built(_record_sets, *self._data(stream.next(REPLY_MARGIN, request.timeout))))
+                self._used = {}
+            return self._pop_set()
+        self._end_stream()
         advance_by = request.advance_by
         if len(self._ahead) < advance_by:
             # the sets held are skipped: the server's position is past them
@@ -317,8 +367,32 @@ class DDSClient:
                 self._used[stream] = self._used.get(stream, 0) + 1
         return rs
 
+    def _pop_set(self) -> RecordSet:
+        rs = self._ahead.popleft()
+        for stream in rs.entries:
+            self._used[stream] = self._used.get(stream, 0) + 1
+        if not self._ahead and self._stream is not None and self._stream.sets:
+            self._used = {}
+            try:
+                self._stream.used_one()  # every set of that reply handed out
+            except DDSConnectionError:  # the session is gone: the next call says so (or resumes); this set came whole
+                pass
+        return rs
+
+    def _end_stream(self) -> None:
+        """End the stream of batches or sets; the server serves again what it sent and was not used."""
+        if self._stream is not None:
+            stream, self._stream = self._stream, None
+            if stream.sets:
+                stream.end(self._used if self._ahead else {})
+                self._ahead.clear()
+                self._used = {}
+            else:
+                stream.end()
+
     def _give_back(self) -> None:
-        """Tell the server which sets sent ahead were not used, so they are served again."""
+        """Tell the server which sets and batches sent ahead were not used, so they are served again."""
+        self._end_stream()
         if not self._ahead:
             return
         file = self._ahead[0].file
@@ -337,10 +411,19 @@ class DDSClient:
                 return batch
 
     def _next_batch(self, request: NextBatch, timeout: float) -> RecordBatch:
-        self._give_back()
-        request = dataclasses.replace(request, timeout=timeout)
-        reply = self._call(request, request.timeout + REPLY_MARGIN)
-        return self._built(_record_batch, *self._data(reply))
+        sub = self._sub
+        if self.window < 1 or sub is None or sub.keep_up.value == "record" or sub.sync:
+            self._give_back()
+            request = dataclasses.replace(request, timeout=timeout)
+            reply = self._call(request, request.timeout + REPLY_MARGIN)
+            return self._built(_record_batch, *self._data(reply))
+        # streamed: the server reads the next batches while this one is used
+        wait = _stream_wait(request.timeout, timeout)
+        stream = self._stream
+        if stream is None or stream.params != (request.max_records, wait, 0):
+            self._give_back()
+            stream = self._stream = BatchStream(self, request.max_records, wait, self.window)
+        return self._built(_record_batch, *self._data(stream.next(REPLY_MARGIN, timeout)))
 
     def go_to_file(self, name: str) -> str:
         """Continue at entry 0 of data file ``name``. Raises DDSError(NO_FILE) for unknown or outside names."""
@@ -348,6 +431,7 @@ class DDSClient:
             name = os.fspath(name)
         if not isinstance(name, str):
             raise DDSError(f"a data file name is a str, not {type(name).__name__}", MessageType.NO_FILE)
+        self._end_stream()
         reply = self._call(GoToFile(name), 60.0)
         self._ahead.clear()  # only after the move: a refused one keeps the position and these sets
         file = reply.info.get("file", name)
@@ -357,8 +441,12 @@ class DDSClient:
     def go_to_next_file(self, timeout: float = 120.0) -> str:
         """Continue at entry 0 of the file after the current one, waiting for it to appear."""
         request = _request(GoToNextFile, _seconds(timeout, "timeout"))
-        reply = self._resuming(lambda left: self._call(dataclasses.replace(request, timeout=left),
-                                                       left + REPLY_MARGIN), request.timeout)
+
+        def go(left: float) -> Message:
+            self._end_stream()
+            return self._call(dataclasses.replace(request, timeout=left), left + REPLY_MARGIN)
+
+        reply = self._resuming(go, request.timeout)
         self._ahead.clear()
         file = reply.info.get("file", "")
         self._position.clear(file or None)
@@ -425,6 +513,12 @@ def _count(value: object, name: str) -> int:
 
 def _left(deadline: float) -> float:
     return max(0.0, deadline - time.monotonic())
+
+
+def _stream_wait(asked: float, left: float) -> float:
+    """The timeout a stream serves a call with: the caller's own, unless much less of it is left
+    (a retry after a resume) than the client's wait beyond the server's can cover."""
+    return asked if asked - left <= REPLY_MARGIN / 2 else left
 
 
 def _codec(name: str | None) -> str:

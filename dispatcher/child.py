@@ -28,7 +28,9 @@ from .protocol import (
     PREFIX,
     PROTOCOL_VERSION,
     Connection,
+    Credit,
     Data,
+    EndStream,
     Error,
     GoToFile,
     GoToNextFile,
@@ -43,6 +45,7 @@ from .protocol import (
     Rewind,
     Status,
     Stop,
+    StreamBatches,
     Subscribe,
     Welcome,
     quote,
@@ -50,6 +53,7 @@ from .protocol import (
 from .remote import make_catalog
 from .session import Session, SessionAbort, SessionError
 from .status import IDLE, READING, SENDING, WAITING, Reporter, reply_bytes
+from .streaming import BatchStream, ClientSpoke, after_stream, serve_stream
 from .subscription import SubscriptionError, from_dict
 from .transport import send_chunks
 
@@ -100,6 +104,11 @@ class Watch:
         self.sel.register(sock, selectors.EVENT_READ, "sock")
         self.sending = False  # a reply is being written
         self.reporter: Reporter | None = None  # told when the session waits for data
+        self.interrupt = False  # a stream of batches: a client message ends a wait at once
+
+    def interruptible(self, on: bool) -> None:
+        """While on, a wait that sees the client send something raises ClientSpoke."""
+        self.interrupt = on
 
     def _check(self) -> None:
         try:
@@ -143,8 +152,20 @@ class Watch:
             self.reporter.tick()
         for key, _ in self.sel.select(seconds):
             if key.data == "sock":
+                if self.interrupt:  # a stream's credit or end_stream: taken in by the stream (poll)
+                    self._receive()
+                    raise ClientSpoke()
                 self._receive_ahead()
         self._check()
+
+    def poll(self) -> Message | None:
+        """The client's next message if it has arrived, else None; never blocks."""
+        msg = self.conn.next_message()
+        if msg is not None:
+            return msg
+        self._check()
+        self._receive()
+        return self.conn.next_message()
 
     def next_request(self, idle_work=None):
         """Block for the client's next message.
@@ -213,6 +234,11 @@ def _status(session: Session, msg: Status) -> Message:
     return Error(MessageType.FORBIDDEN, "ask the server's status with an admin connection (ddscomm --status)")
 
 
+def _stream_control(session: Session, msg: Message) -> Message:
+    # run_child hands these to the stream of batches (serve_stream, after_stream); never here
+    return Error(MessageType.PROTOCOL_ERROR, f"{msg.TYPE!r} outside a stream of batches")
+
+
 def _invalid(session: Session, msg: InvalidRequest) -> Message:
     # a value out of range costs one answer, like any other refused request
     return Error(MessageType.BAD_SUBSCRIPTION, msg.reason)
@@ -228,6 +254,9 @@ HANDLERS: dict[type[Message], Callable[[Session, Any], Message]] = {
     GoToNextFile: _go_to_next_file,
     Stop: _stop,
     Status: _status,
+    StreamBatches: _stream_control,
+    Credit: _stream_control,
+    EndStream: _stream_control,
     InvalidRequest: _invalid,
 }
 
@@ -279,7 +308,7 @@ def run_child(sock: socket.socket, conn: Connection, peer, config, identity: str
     reporter = watch.reporter = Reporter(report, name)
     reporter.session = session
 
-    def reply(message) -> None:
+    def reply(message, records: bool = True) -> None:
         reporter.set_state(SENDING)
         if codec and isinstance(message, Data):
             message = compress_data(message, codec)
@@ -293,17 +322,29 @@ def run_child(sock: socket.socket, conn: Connection, peer, config, identity: str
         finally:
             watch.sending = False
             sock.settimeout(None)
-        reporter.sent(message, reply_bytes(chunks))
+        reporter.sent(message, reply_bytes(chunks), records)
 
     ended = "client left"
     try:
         reply(Welcome(PROTOCOL_VERSION, identity, os.getpid(), codec))
         log.debug("session started")
+        broken: BatchStream | None = None  # a stream an error ended, which an end_stream may still rewind
         while True:
             reporter.set_state(IDLE)
             msg = watch.next_request(session.read_ahead)
             reporter.set_state(READING)
             log.log(logsetup.VERBOSE, "request %s", msg)
+            if isinstance(msg, StreamBatches):
+                # a streamed reply counts for the status when the client used it (its credit, end_stream)
+                broken = serve_stream(session, watch, msg, lambda m: reply(m, records=False), reporter)
+                continue
+            if isinstance(msg, Credit):  # sent before the client saw the error that ended its stream
+                continue
+            if isinstance(msg, EndStream):
+                reply(after_stream(broken, msg))
+                broken = None
+                continue
+            broken = None
             try:
                 answer = handle(session, msg)
             except (SessionAbort, ProtocolError):

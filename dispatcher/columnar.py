@@ -16,7 +16,7 @@ import awkward as ak
 import numpy as np
 
 from .layouts import Layout
-from .protocol import Data, RemoteProtocolError
+from .protocol import MAX_BATCH, Data, RemoteProtocolError
 
 
 @dataclass
@@ -43,19 +43,24 @@ def _packed(arrays: ak.Array) -> ak.Array:
     return ak.to_packed(arrays)
 
 
-def encode_parts(parts: list[Part], layout: Layout | None = None) -> Data:
+def encode_parts(parts: list[Part], layout: Layout | None = None, *, ranges: bool = False) -> Data:
     """Build a :class:`Data` message.
 
     Args:
         parts (list of Part): the record data, in body order.
         layout (Layout or None): how the parts make record sets, sent as the header's ``info``;
             None for a plain batch of one part (see docs/PROTOCOL.md).
+        ranges (bool): a part whose entries are consecutive sends its first entry (``entry_start``)
+            instead of the int64 entry numbers (replies to ``stream_batches``: the clients that send it
+            read both); default False.
     """
     descs: list[dict[str, Any]] = []
     chunks: list[memoryview] = []
     for p in parts:
         form, length, container = ak.to_buffers(_packed(p.arrays))
         entries = np.ascontiguousarray(p.entries, dtype=np.int64)
+        # entries ascend strictly within a part: first and last tell whether they are consecutive
+        as_range = ranges and len(entries) > 0 and int(entries[-1]) - int(entries[0]) == len(entries) - 1
         keys = list(container)
         bufs = [np.ascontiguousarray(container[k]) for k in keys]
         descs.append(
@@ -66,13 +71,15 @@ def encode_parts(parts: list[Part], layout: Layout | None = None) -> Data:
                 "form": form.to_dict(),
                 "keys": keys,
                 "sizes": [int(b.nbytes) for b in bufs],
+                **({"entry_start": int(entries[0])} if as_range else {}),
                 **({"unserved": p.unserved} if p.unserved else {}),
                 **({"lag": p.lag} if p.lag is not None else {}),
                 **({"age": p.age} if p.age else {}),
                 **({"skipped": p.skipped} if p.skipped is not None else {}),
             }
         )
-        chunks.append(entries.data.cast("B"))
+        if not as_range:
+            chunks.append(entries.data.cast("B"))
         chunks.extend(b.data.cast("B") for b in bufs)
     header: dict[str, Any] = {"parts": descs}
     if layout is not None:
@@ -88,8 +95,16 @@ def decode_parts(msg: Data) -> list[Part]:
     try:
         for d in msg.header["parts"]:
             length = int(d["length"])
-            entries = np.frombuffer(body[pos : pos + 8 * length], dtype=np.int64)
-            pos += 8 * length
+            if "entry_start" in d:
+                start = d["entry_start"]
+                if not isinstance(start, int) or isinstance(start, bool) or not 0 <= start < 2**62:
+                    raise ValueError(f"entry_start must be a non-negative int, not {start!r}")
+                if not 0 <= length <= MAX_BATCH:  # no body bounds it: a length must not allocate at will
+                    raise ValueError(f"length {length} out of range for a part with entry_start")
+                entries = np.arange(start, start + length, dtype=np.int64)
+            else:
+                entries = np.frombuffer(body[pos : pos + 8 * length], dtype=np.int64)
+                pos += 8 * length
             container = {}
             for key, size in zip(d["keys"], d["sizes"]):
                 container[key] = np.frombuffer(body[pos : pos + size], dtype=np.uint8)

@@ -31,6 +31,7 @@ class InOrder:
         # what the last reply sent ahead, which a rewind may give back: stream -> (entries, prescale indices)
         self._sent: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._sent_file: str | None = None
+        self.last_ks: list[np.ndarray] = []  # prescale indices of the last reply's parts (streamed batches)
 
     def forget(self) -> None:
         """A request other than the prefetched ``next`` a rewind refers to: no rewind from now on."""
@@ -59,7 +60,23 @@ class InOrder:
     def batch(self, deadline: float, max_records: int) -> list[Part]:
         """Up to ``max_records`` records of one stream, as soon as there is one (fewer if they
         would make a reply over reader.MAX_REPLY_BYTES)."""
-        stream = self.produce(deadline)
+        return self._take_batch(self.produce(deadline), max_records)
+
+    def sets_ready(self, n: int) -> tuple[list[Part], OrderLayout] | None:
+        """As :meth:`next` with prefetch ``n``, from what the current file holds now. None: nothing."""
+        if not self.reader.fill():
+            return None
+        return self._merged(n)
+
+    def batch_ready(self, max_records: int) -> list[Part] | None:
+        """As :meth:`batch`, from what the current file holds now: never waits, never moves. None: nothing."""
+        if not self.reader.fill():
+            return None
+        streams = self.reader.streams.items()
+        return self._take_batch(min((st.head_entry(), i, s) for i, (s, st) in enumerate(streams) if st.pending)[2],
+                                max_records)
+
+    def _take_batch(self, stream: str, max_records: int) -> list[Part]:
         st = self.reader.streams[stream]
         while st.pending_count() < max_records and self.reader.read_chunk(stream, max_records):
             pass
@@ -67,6 +84,7 @@ class InOrder:
         (kept,), _ = self.reader.fit_sets([part], [ks], [np.arange(len(ks))], len(ks))
         if kept < len(ks):
             part = Part(part.stream, part.file, part.entries[:kept], part.arrays[:kept], part.unserved)
+        self.last_ks = [ks[:kept]]
         return [part]
 
     def produce(self, deadline: float) -> str:
@@ -124,6 +142,7 @@ class InOrder:
             index[int(i)] = len(out)
             out.append(part)
             self._sent[part.stream] = (part.entries, ks[:c])
+        self.last_ks = [self._sent[p.stream][1] for p in out]
         return out, OrderLayout(tuple(index[int(i)] for i in order_streams[:m]))
 
     def rewind(self, file: str, consumed: dict) -> None:

@@ -13,10 +13,14 @@ declared types. Each message checks its own values when built (one place for
 every range check): a client cannot build a request out of range, and a server
 receives one as an :class:`InvalidRequest` to answer.
 
-The conversation is strictly request/response: the client sends ``Hello`` and
-then one request at a time; the server answers each with exactly one reply
-(``Welcome``, ``Ok``, ``Error`` or ``Data``). The only unsolicited message is an
-``Error`` with code ``SHUTDOWN``, after which the server closes. Which message
+The conversation is request/response: the client sends ``Hello`` and then one
+request at a time; the server answers each with exactly one reply (``Welcome``,
+``Ok``, ``Error`` or ``Data``). The one exception is a stream of batches
+(``StreamBatches``): the server keeps sending ``Data`` replies while it holds
+credits (``window`` at the start, one more per ``Credit`` the client sends as it
+consumes a reply), until an ``Error`` ends it or the client's ``EndStream`` is
+answered with ``Ok``. The only unsolicited message is an ``Error`` with code
+``SHUTDOWN``, after which the server closes. Which message
 may come in which :class:`State` is the one table :data:`TRANSITIONS`. See
 docs/PROTOCOL.md.
 """
@@ -96,6 +100,8 @@ class LocalProtocolError(ProtocolError):
 MAX_TIMEOUT = 7 * 24 * 3600.0
 #: most records (or record sets) one reply may be asked for
 MAX_BATCH = 1_000_000
+#: most replies a stream of batches may have on the way at once
+MAX_WINDOW = 16
 #: most record sets ``next`` may skip at once
 MAX_ADVANCE = 1_000_000_000
 
@@ -184,6 +190,56 @@ class NextBatch(Message):
 
 
 @dataclass(frozen=True)
+class StreamBatches(Message):
+    """Batches as ``next_batch`` would return them, one after the other, up to ``window`` unconsumed at once.
+
+    The server waits up to ``timeout`` s (from the client's last message) for each one; an
+    ``Error`` ends the stream (``TIMEOUT`` among them), an ``EndStream`` too.
+    """
+
+    TYPE: ClassVar[str] = "stream_batches"
+    max_records: int
+    timeout: float
+    window: int = 2
+    sets: int = 0  # > 0: each reply is up to this many single-record sets, as ``next`` with ``prefetch``
+
+    def __post_init__(self) -> None:
+        _count(self.max_records, "max_records", MAX_BATCH)
+        object.__setattr__(self, "timeout", _seconds(self.timeout, "timeout"))
+        _count(self.window, "window", MAX_WINDOW)
+        if self.sets:
+            _count(self.sets, "sets", MAX_BATCH)
+
+
+@dataclass(frozen=True)
+class Credit(Message):
+    """The client consumed ``count`` more replies of the stream: the server may send as many more."""
+
+    TYPE: ClassVar[str] = "credit"
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        _count(self.count, "count", MAX_WINDOW)
+
+
+@dataclass(frozen=True)
+class EndStream(Message):
+    """End the stream: the client consumed the first ``consumed`` replies, and of the next one (a reply of
+    sets) ``partial[stream]`` records of each stream; the server serves the rest again."""
+
+    TYPE: ClassVar[str] = "end_stream"
+    consumed: int
+    partial: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.consumed <= MAX_ADVANCE:
+            raise InvalidMessage(f"consumed must be between 0 and {MAX_ADVANCE}, not {_quote(self.consumed)}")
+        for k, v in self.partial.items():
+            if not isinstance(k, str) or not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= MAX_BATCH:
+                raise InvalidMessage(f"partial must map streams to counts 0..{MAX_BATCH}, not {_quote(self.partial)}")
+
+
+@dataclass(frozen=True)
 class GoToFile(Message):
     TYPE: ClassVar[str] = "go_to_file"
     name: str
@@ -266,7 +322,9 @@ class Data(Message):
     body: Any = b""  # bytes-like; a list of bytes-like chunks when sending
 
 
-REQUESTS = (Subscribe, Next, Rewind, NextBatch, GoToFile, GoToNextFile, Stop, Status)
+#: what a client sends about a running stream of batches (a credit is never answered, end_stream by ``ok``)
+STREAM_CONTROL = (Credit, EndStream)
+REQUESTS = (Subscribe, Next, Rewind, NextBatch, GoToFile, GoToNextFile, Stop, Status, StreamBatches, *STREAM_CONTROL)
 REPLIES = (Welcome, Ok, Error, Data)
 _BY_TYPE: dict[str, type[Message]] = {cls.TYPE: cls for cls in (Hello, *REQUESTS, *REPLIES)}
 
@@ -358,10 +416,40 @@ class FrameDecoder:
         self.max_body = max_body
         self._buf = bytearray()
         self._need: tuple[int, int] | None = None
+        self._frame: bytearray | None = None  # the current frame, received in place (see reserve)
+        self._filled = 0
 
     def feed(self, data: bytes) -> None:
+        if self._frame is not None:
+            k = min(len(data), len(self._frame) - self._filled)
+            self._frame[self._filled : self._filled + k] = data[:k]
+            self._filled += k
+            data = data[k:]
+            if not data:
+                return
         self._buf += data
-        self._check_prefix()
+        if self._frame is None:
+            self._check_prefix()
+
+    def reserve(self) -> memoryview | None:
+        """Where the rest of the current frame goes, to receive it in place (``recv_into``); None when its
+        size is not known yet or it is complete. Call :meth:`filled` with the bytes written."""
+        if self._frame is None:
+            if self._need is None:
+                return None
+            total = PREFIX.size + sum(self._need)
+            if len(self._buf) >= total:
+                return None
+            self._frame = bytearray(total)
+            self._frame[: len(self._buf)] = self._buf
+            self._filled = len(self._buf)
+            self._buf = bytearray()
+        return memoryview(self._frame)[self._filled :]
+
+    def filled(self, n: int) -> None:
+        if self._frame is None or not 0 <= n <= len(self._frame) - self._filled:
+            raise ValueError("filled() without room reserved for that many bytes")
+        self._filled += n
 
     def _check_prefix(self) -> None:
         if self._need is None and len(self._buf) >= PREFIX.size:
@@ -380,6 +468,8 @@ class FrameDecoder:
     @property
     def bytes_wanted(self) -> int:
         """How many more bytes complete the current frame (at least 1)."""
+        if self._frame is not None:
+            return max(1, len(self._frame) - self._filled)
         if self._need is None:
             return max(1, PREFIX.size - len(self._buf))
         return max(1, PREFIX.size + sum(self._need) - len(self._buf))
@@ -389,10 +479,16 @@ class FrameDecoder:
             return None
         hlen, blen = self._need
         total = PREFIX.size + hlen + blen
-        if len(self._buf) < total:
+        frame: bytes | bytearray
+        if self._frame is not None:
+            if self._filled < total:
+                return None
+            frame, self._frame = self._frame, None
+        elif len(self._buf) < total:
             return None
-        frame = bytes(self._buf[:total]) if len(self._buf) > total else self._buf
-        self._buf = self._buf[total:] if len(self._buf) > total else bytearray()
+        else:
+            frame = bytes(self._buf[:total]) if len(self._buf) > total else self._buf
+            self._buf = self._buf[total:] if len(self._buf) > total else bytearray()
         self._need = None
         self._check_prefix()
         view = memoryview(frame)
@@ -416,6 +512,8 @@ class State(str, enum.Enum):
     HELLO_SENT = "HELLO_SENT"
     IDLE = "IDLE"
     BUSY = "BUSY"  # a request is outstanding
+    STREAMING = "STREAMING"  # a stream of batches runs
+    ENDING = "ENDING"  # the client asked the stream to end; replies still on the way are dropped
     CLOSED = "CLOSED"
 
 
@@ -423,6 +521,8 @@ AWAIT_HELLO = State.AWAIT_HELLO
 HELLO_SENT = State.HELLO_SENT
 IDLE = State.IDLE
 BUSY = State.BUSY
+STREAMING = State.STREAMING
+ENDING = State.ENDING
 CLOSED = State.CLOSED
 
 SEND = "send"
@@ -443,7 +543,7 @@ def _errors(*codes: MessageType) -> list[str]:
     return [f"error {code.value}" for code in codes or MessageType]
 
 
-_REQUEST_EVENTS = [cls.TYPE for cls in REQUESTS]
+_REQUEST_EVENTS = [cls.TYPE for cls in REQUESTS if cls not in STREAM_CONTROL]
 _CLOSING = (MessageType.SHUTDOWN, MessageType.PROTOCOL_ERROR)
 
 #: (role, direction, state, event) -> next state; anything not here is a protocol error
@@ -453,12 +553,28 @@ TRANSITIONS: dict[tuple[str, str, State, str], State] = {
     ("client", RECEIVE, HELLO_SENT, "welcome"): IDLE,
     **{("client", RECEIVE, HELLO_SENT, e): CLOSED for e in _errors()},  # a refusal
     **{("client", RECEIVE, BUSY, e): IDLE for e in ["ok", "data", *_errors()]},
+    # a stream of batches: data replies while credits last; an error ends it, so does end_stream (answered ok)
+    ("client", SEND, IDLE, "stream_batches"): STREAMING,
+    ("client", SEND, STREAMING, "credit"): STREAMING,
+    ("client", SEND, STREAMING, "end_stream"): ENDING,
+    ("client", RECEIVE, STREAMING, "data"): STREAMING,
+    **{("client", RECEIVE, STREAMING, e): IDLE for e in _errors()},
+    **{("client", RECEIVE, ENDING, e): ENDING for e in ["data", *_errors()]},
+    ("client", RECEIVE, ENDING, "ok"): IDLE,
     # the server may announce its shutdown at any time
     **{("client", RECEIVE, st, e): CLOSED for st in State for e in _errors(MessageType.SHUTDOWN)},
     ("server", RECEIVE, AWAIT_HELLO, "hello"): BUSY,
     **{("server", RECEIVE, IDLE, e): BUSY for e in _REQUEST_EVENTS},
     **{("server", SEND, BUSY, e): IDLE for e in ["welcome", "ok", "data", *_errors()]},
     **{("server", SEND, AWAIT_HELLO, e): CLOSED for e in _errors()},  # refusing before the hello arrived
+    ("server", RECEIVE, IDLE, "stream_batches"): STREAMING,
+    ("server", RECEIVE, STREAMING, "credit"): STREAMING,
+    ("server", SEND, STREAMING, "data"): STREAMING,
+    **{("server", SEND, STREAMING, e): IDLE for e in _errors()},
+    ("server", RECEIVE, STREAMING, "end_stream"): BUSY,
+    # the server ended the stream (an error) while the client's credits or end_stream were on the way
+    ("server", RECEIVE, IDLE, "credit"): IDLE,
+    ("server", RECEIVE, IDLE, "end_stream"): BUSY,
     # a shutdown or a protocol error ends the conversation, whatever state it is in
     **{("server", SEND, st, e): CLOSED for st in State for e in _errors(*_CLOSING)},
 }
@@ -494,6 +610,19 @@ class Connection:
         if self.state == CLOSED:
             raise RemoteProtocolError("data after the connection was closed")
         self._decoder.feed(data)
+
+    def receive_buffer(self) -> memoryview | None:
+        """A writable view for the rest of the frame being received (None: use receive_data).
+
+        For large frames: ``n = sock.recv_into(view)`` then :meth:`received` ``(n)`` saves the copy
+        of every chunk into a growing buffer and of the whole frame out of it.
+        """
+        if self.state == CLOSED:
+            return None
+        return self._decoder.reserve()
+
+    def received(self, n: int) -> None:
+        self._decoder.filled(n)
 
     def next_message(self) -> Message | None:
         """The next whole message received, or None.

@@ -269,7 +269,12 @@ class StreamReader:
         st.cursor = stop
         if len(entries):
             out = fields + ([sync] if sync and sync not in fields else [])
-            st.pending.append(Chunk(entries, arrays[out] if out else no_fields(len(entries)), ks))
+            kept = arrays[out] if out else no_fields(len(entries))
+            if len(entries) < stop - start:
+                # a masked chunk is a lazy view of every row read: pack it now, while it is in cache,
+                # so that serving copies only what passed (ak.concatenate of views copies every row)
+                kept = ak.to_packed(kept)
+            st.pending.append(Chunk(entries, kept, ks))
         return True
 
     @staticmethod

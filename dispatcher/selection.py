@@ -57,6 +57,7 @@ import awkward as ak
 import numexpr
 import numpy as np
 
+from .fastcut import plan
 from .suggest import did_you_mean
 
 __all__ = [
@@ -163,7 +164,9 @@ class Selection:
         if length is None:
             length = len(next(iter(arrays.values()))) if arrays else 0
 
-        result = np.asarray(_run(self._expression, columns), dtype=bool)
+        fast = plan(self._expression)
+        quick = fast(columns) if fast is not None else None
+        result = np.asarray(_run(self._expression, columns) if quick is None else quick, dtype=bool)
         if result.ndim == 0:  # nothing in the expression varies per record
             result = np.full(length, bool(result))
         return result

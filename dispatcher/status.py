@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .protocol import Message
     from .session import Session
+    from .streaming import BatchStream
 
 log = logging.getLogger("dds.status")
 
@@ -103,6 +104,7 @@ class Reporter:
         self.replied_at: float | None = None  # wall-clock time of the last data reply
         self.skipped: dict[str, int] = {}
         self.ended: str | None = None
+        self.stream: BatchStream | None = None  # a stream of batches running (streaming.StreamReport)
         self._sent_at = -1e9
         self._dirty = True
 
@@ -112,27 +114,42 @@ class Reporter:
             self.state = state
             self._dirty = True
 
-    def sent(self, message: Message, nbytes: int) -> None:
-        """A reply of ``nbytes`` went out: count its records and keep its freshness."""
+    def sent(self, message: Message, nbytes: int, records: bool = True) -> None:
+        """A reply of ``nbytes`` went out: count its records and keep its freshness (``records`` False:
+        a reply of a stream of batches, counted by :meth:`used` when the client used it)."""
         self.replies += 1
         self.bytes += nbytes
         header = getattr(message, "header", None)
-        if isinstance(header, dict):
-            ages = []
-            for d in header.get("parts", ()):
-                s = d["stream"]
-                self.records[s] = self.records.get(s, 0) + d["length"]
-                self.data_bytes[s] = self.data_bytes.get(s, 0) + 8 * d["length"] + sum(d["sizes"])
-                if "lag" in d:
-                    self.lag[s] = d["lag"]
-                if d.get("age"):
-                    ages.append(d["age"][-1][1])
-                if d.get("skipped"):
-                    self.skipped[s] = self.skipped.get(s, 0) + d["skipped"]
-            if ages:
-                self.age = min(ages)
-                self.replied_at = time.time()
+        if isinstance(header, dict) and records:
+            self.used(header)
         self._dirty = True  # sent at the next tick: by then the child says what it does after the reply
+
+    def used(self, header: dict, partial: dict | None = None) -> None:
+        """Count the records of a reply (of ``partial[stream]`` records of each stream: only those) and
+        keep its freshness."""
+        if partial is not None:
+            for d in header.get("parts", ()):
+                s, n = d["stream"], min(int(partial.get(d["stream"], 0)), d["length"])
+                self.records[s] = self.records.get(s, 0) + n
+                self.data_bytes[s] = self.data_bytes.get(s, 0) + (
+                    (8 * d["length"] + sum(d["sizes"])) * n // d["length"] if d["length"] else 0)
+            self._dirty = True
+            return
+        ages = []
+        for d in header.get("parts", ()):
+            s = d["stream"]
+            self.records[s] = self.records.get(s, 0) + d["length"]
+            self.data_bytes[s] = self.data_bytes.get(s, 0) + 8 * d["length"] + sum(d["sizes"])
+            if "lag" in d:
+                self.lag[s] = d["lag"]
+            if d.get("age"):
+                ages.append(d["age"][-1][1])
+            if d.get("skipped"):
+                self.skipped[s] = self.skipped.get(s, 0) + d["skipped"]
+        if ages:
+            self.age = min(ages)
+            self.replied_at = time.time()
+        self._dirty = True
 
     def due_in(self) -> float:
         """Seconds until a held-back snapshot may go (a large number when none is held back)."""
@@ -173,6 +190,9 @@ class Reporter:
         entries = {}
         if session is not None:
             entries = {s: st.served for s, st in session.reader.streams.items()}
+            held = self.stream.held_position() if self.stream is not None else None
+            if held:  # the client has not used what a stream sent ahead yet
+                entries.update(held)
         snap: dict[str, Any] = {
             "pid": os.getpid(),
             "address": self.address,

@@ -31,6 +31,9 @@ def send_chunks(sock: Stream, chunks: list) -> None:
                 sent = 0
 
 
+#: frames with at least this many bytes still to come are received in place (recv_into)
+RECV_INTO = 1 << 16
+
 #: seconds a request may take to leave (the socket may still carry the last wait's short timeout)
 SEND_TIMEOUT = 60.0
 
@@ -54,7 +57,15 @@ def recv_message(sock: Stream, conn: Connection, timeout: float | None) -> Messa
             sock.settimeout(left)
         else:
             sock.settimeout(None)
+        # in place on a plain socket (TLSStream keeps its own reads: it drains decrypted records)
+        view = conn.receive_buffer() if conn.bytes_wanted >= RECV_INTO and isinstance(sock, socket.socket) else None
         try:
+            if view is not None:  # a big frame: straight into its own buffer
+                n = sock.recv_into(view)
+                if not n:
+                    raise ConnectionError("connection closed by peer")
+                conn.received(n)
+                continue
             data = sock.recv(min(max(conn.bytes_wanted, 1 << 16), 1 << 24))
         except TimeoutError:  # socket.timeout
             raise TimeoutError("no answer from the server in time") from None

@@ -201,7 +201,9 @@ def test_sigterm_exits_zero_and_a_client_waiting_in_next_gets_shutdown(served_di
     )
     client = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        wait_until(lambda: "request Next(" in server.log, what="the client inside next()")
+        # next() asks with Next, or starts a stream of sets (StreamBatches)
+        wait_until(lambda: "request Next(" in server.log or "request StreamBatches(" in server.log,
+                   what="the client inside next()")
         (child,) = server.children()
         server.proc.send_signal(signal.SIGTERM)
         assert server.proc.wait(10) == 0

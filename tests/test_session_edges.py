@@ -94,7 +94,8 @@ def test_sync_reads_a_just_closed_file_to_its_end_before_calling_a_stream_missin
 def test_a_rewind_with_a_nonsense_count_is_refused_and_gives_nothing_back(server_factory, data_dir, consumed):
     write_file(data_dir / "F00000001_0000.mdaq.root", {"DaqSnarl": snarl_data(0, 1000)}, steps=3)
     server = server_factory(data_dir)
-    with DDSClient(server.host, server.port, prefetch=100) as c:
+    # window=0: next() asks for each reply and gives unused sets back with rewind (no stream of sets)
+    with DDSClient(server.host, server.port, prefetch=100, window=0) as c:
         c.subscribe(Subscription(streams=["DaqSnarl"], keep_up="all", start="oldest"))
         assert c.next(timeout=5).entries == {"DaqSnarl": 0}  # 100 sets were sent: entries 0..99
         c._ahead.clear()
