@@ -22,7 +22,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 __all__ = ["LISTENING", "ServerProc", "XRootDProc", "server_command"]
 
@@ -225,3 +227,16 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition",
+               pause: float = 0.02) -> Any:
+    """``predicate()``'s first true value, polled every ``pause`` s; AssertionError after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout} s")
+        time.sleep(pause)

@@ -20,20 +20,12 @@ import pytest
 from clients import DDSClient, DDSError, Subscription
 from conftest import snarl_data, write_file
 from dispatcher.protocol import PROTOCOL_VERSION, Connection, Hello, NextBatch, Ok, Subscribe, Welcome
+from dispatcher.testing import wait_until
 from dispatcher.transport import recv_message, send_message
 
 FILE = "F00000001_0000.mdaq.root"
 
 
-def wait_until(predicate, timeout: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout} s")
-        time.sleep(0.05)
 
 
 def live_processes() -> dict[int, str]:

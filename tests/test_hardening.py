@@ -35,21 +35,13 @@ from dispatcher.protocol import (
     Subscribe,
     Welcome,
 )
+from dispatcher.testing import wait_until
 from dispatcher.transport import recv_message, send_message
 
 FILE = "F00000001_0000.mdaq.root"
 SECONDS = 5.0
 
 
-def wait_until(predicate, timeout: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout} s")
-        time.sleep(0.05)
 
 
 def alive(pid: int) -> bool:

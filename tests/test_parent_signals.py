@@ -27,6 +27,7 @@ from clients import DDSClient, KeepUp, Subscription
 from conftest import snarl_data, write_file
 from dispatcher.parent import GRACEFUL_SECONDS, describe_status
 from dispatcher.protocol import PROTOCOL_VERSION, Connection, Hello, NextBatch, Ok, Subscribe, Welcome
+from dispatcher.testing import wait_until
 from dispatcher.transport import recv_message, send_message
 
 FILE = "F00000001_0000.mdaq.root"
@@ -34,15 +35,6 @@ BIG = 400_000  # records: an answer of about 10 MB, more than both socket buffer
 REALTIME_SIGNAL = 40  # SIGRTMIN+6 on Linux: signal.Signals cannot name it
 
 
-def wait_until(predicate, timeout: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout} s")
-        time.sleep(0.01)
 
 
 def reap_line(log: str, pid: int) -> str:
