@@ -52,7 +52,7 @@ from .protocol import (
 )
 from .remote import make_catalog
 from .session import Session, SessionAbort, SessionError
-from .status import IDLE, READING, SENDING, WAITING, Reporter, reply_bytes
+from .status import IDLE, READING, SENDING, WAITING, Reporter
 from .streaming import BatchStream, ClientSpoke, after_stream, serve_stream
 from .subscription import SubscriptionError, from_dict
 from .transport import send_chunks
@@ -318,11 +318,11 @@ def run_child(sock: socket.socket, conn: Connection, peer, config, identity: str
         try:
             if os.getppid() != parent_pid:  # ... and one that came before is seen here
                 raise SessionAbort("parent gone")
-            send_chunks(sock, chunks)
+            nbytes = send_chunks(sock, chunks)
         finally:
             watch.sending = False
             sock.settimeout(None)
-        reporter.sent(message, reply_bytes(chunks), records)
+        reporter.sent(message, nbytes, records)
 
     ended = "client left"
     try:

@@ -221,10 +221,6 @@ class Reporter:
         return snap
 
 
-def reply_bytes(chunks: list) -> int:
-    return sum(memoryview(c).nbytes for c in chunks)
-
-
 # --------------------------------------------------------------------------- parent side
 
 

@@ -15,9 +15,10 @@ Stream = socket.socket | TLSStream
 _IOV = 512
 
 
-def send_chunks(sock: Stream, chunks: list) -> None:
-    """Write every chunk (bytes-like) in order, without joining them first."""
-    views = [memoryview(c).cast("B") for c in chunks if memoryview(c).nbytes]
+def send_chunks(sock: Stream, chunks: list) -> int:
+    """Write every chunk (bytes-like) in order, without joining them first; return the bytes written."""
+    views = [v for v in (memoryview(c).cast("B") for c in chunks) if v.nbytes]
+    total = sum(v.nbytes for v in views)
     i = 0
     while i < len(views):
         sent = sock.sendmsg(views[i : i + _IOV])
@@ -29,6 +30,7 @@ def send_chunks(sock: Stream, chunks: list) -> None:
             else:
                 views[i] = views[i][sent:]
                 sent = 0
+    return total
 
 
 #: frames with at least this many bytes still to come are received in place (recv_into)
