@@ -13,20 +13,26 @@ the server the same way. The server itself never imports it.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
+import termios
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LISTENING", "ServerProc", "XRootDProc", "server_command"]
+from dispatcher.protocol import PROTOCOL_VERSION, Connection, Hello, NextBatch, Ok, Subscribe, Welcome
+from dispatcher.transport import recv_message, send_message
+
+__all__ = ["LISTENING", "ServerProc", "XRootDProc", "server_command", "stalled_transfer", "unread_bytes", "wait_until"]
 
 #: the line the parent logs once it accepts connections, with the real port
 LISTENING = re.compile(r"listening on [\d.]+:(\d+)")
@@ -240,3 +246,38 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = 
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not reached within {timeout} s")
         time.sleep(pause)
+
+
+def unread_bytes(sock: socket.socket) -> int:
+    """How many bytes wait unread in ``sock``'s receive buffer."""
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
+
+
+def stalled_transfer(server: ServerProc, records: int, stream: str = "DaqSnarl") -> tuple[socket.socket, int]:
+    """A client that asks for a batch of ``records`` and never reads it: its child stays blocked in a send.
+
+    With ``records`` large enough (an answer of some MB, more than both socket
+    buffers hold) the child cannot finish the send until the socket is closed.
+
+    Returns:
+        tuple[socket.socket, int]: the socket (the caller closes it) and the pid of its child.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    try:
+        sock.settimeout(10)
+        sock.connect((server.host, server.port))
+        conn = Connection("client")
+        send_message(sock, conn, Hello(PROTOCOL_VERSION, "stalled"))
+        welcome = recv_message(sock, conn, 10)
+        assert isinstance(welcome, Welcome), welcome
+        send_message(sock, conn, Subscribe({"streams": [stream], "keep_up": "all", "start": "oldest"}))
+        reply = recv_message(sock, conn, 10)
+        assert isinstance(reply, Ok), reply
+        send_message(sock, conn, NextBatch(records, 10.0))
+        # the answer has begun to arrive: the child is inside a send it cannot finish
+        wait_until(lambda: unread_bytes(sock) > 0, what="the answer to start")
+    except BaseException:
+        sock.close()
+        raise
+    return sock, welcome.pid

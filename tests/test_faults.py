@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,9 +18,7 @@ import pytest
 
 from clients import DDSClient, DDSError, Subscription
 from conftest import snarl_data, write_file
-from dispatcher.protocol import PROTOCOL_VERSION, Connection, Hello, NextBatch, Ok, Subscribe, Welcome
-from dispatcher.testing import wait_until
-from dispatcher.transport import recv_message, send_message
+from dispatcher.testing import stalled_transfer, wait_until
 
 FILE = "F00000001_0000.mdaq.root"
 
@@ -148,19 +145,8 @@ def test_client_that_stops_reading_is_dropped_and_others_read_on(data_dir, serve
     n = 400_000  # about 10 MB per batch: more than both socket buffers hold
     write_file(data_dir / FILE, {"DaqSnarl": snarl_data(0, n)})
     server = server_factory(data_dir, "--stall-timeout", "1")
-    stalled = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled, _ = stalled_transfer(server, n)  # ... which never reads the answer
     try:
-        stalled.settimeout(10)
-        stalled.connect((server.host, server.port))
-        conn = Connection("client")
-        send_message(stalled, conn, Hello(PROTOCOL_VERSION, "stalled"))
-        assert isinstance(recv_message(stalled, conn, 10), Welcome)
-        send_message(stalled, conn, Subscribe(Subscription(streams=["DaqSnarl"], keep_up="all",
-                                                           start="oldest").to_dict()))
-        assert isinstance(recv_message(stalled, conn, 10), Ok)
-        send_message(stalled, conn, NextBatch(n, 10.0))  # ... and never read the answer
-
         with DDSClient(server.host, server.port) as reader:
             reader.subscribe(Subscription(streams=["DaqSnarl"], keep_up="all", start="oldest"))
             seen = 0
@@ -200,17 +186,8 @@ def test_logging_goes_on_after_the_log_file_is_removed(served_dir, server_factor
 def test_server_stop_with_a_client_mid_transfer_ends_within_seconds(data_dir, server_factory):
     write_file(data_dir / FILE, {"DaqSnarl": snarl_data(0, 400_000)})
     server = server_factory(data_dir, "--stall-timeout", "30")
-    stalled = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled, _ = stalled_transfer(server, 400_000)
     try:
-        stalled.settimeout(10)
-        stalled.connect((server.host, server.port))
-        conn = Connection("client")
-        send_message(stalled, conn, Hello(PROTOCOL_VERSION, "stalled"))
-        assert isinstance(recv_message(stalled, conn, 10), Welcome)
-        send_message(stalled, conn, Subscribe({"streams": ["DaqSnarl"], "keep_up": "all", "start": "oldest"}))
-        assert isinstance(recv_message(stalled, conn, 10), Ok)
-        send_message(stalled, conn, NextBatch(400_000, 10.0))
         wait_until(server.children, what="a child")
         time.sleep(0.3)  # the child is now blocked writing to a client that does not read
         start = time.monotonic()

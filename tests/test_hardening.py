@@ -30,12 +30,11 @@ from dispatcher.protocol import (
     Error,
     Hello,
     Next,
-    NextBatch,
     Ok,
     Subscribe,
     Welcome,
 )
-from dispatcher.testing import wait_until
+from dispatcher.testing import stalled_transfer, wait_until
 from dispatcher.transport import recv_message, send_message
 
 FILE = "F00000001_0000.mdaq.root"
@@ -140,20 +139,14 @@ def test_tls_child_notices_a_close_notify_during_a_long_wait(data_dir, server_fa
 def test_orphan_blocked_writing_to_a_stalled_client_exits_at_once(data_dir, server_factory):
     write_file(data_dir / FILE, {"DaqSnarl": snarl_data(0, 400_000)})
     server = server_factory(data_dir, "--stall-timeout", "60")
-    stalled = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled, child = stalled_transfer(server, 400_000)
     try:
-        stalled.settimeout(10)
-        stalled.connect((server.host, server.port))
-        raw = Raw(server, stalled)
-        assert isinstance(raw.call(Subscribe({"streams": ["DaqSnarl"], "keep_up": "all", "start": "oldest"})), Ok)
-        send_message(stalled, raw.conn, NextBatch(400_000, 10.0))
         time.sleep(0.5)  # the child is now blocked writing to a client that does not read
-        assert alive(raw.pid)
+        assert alive(child)
         os.kill(server.pid, signal.SIGKILL)
         server.proc.wait(5)
         start = time.monotonic()
-        wait_until(lambda: not alive(raw.pid), SECONDS, "the orphan's exit")
+        wait_until(lambda: not alive(child), SECONDS, "the orphan's exit")
         assert time.monotonic() - start < 3  # not the 60 s stall limit
     finally:
         stalled.close()

@@ -9,16 +9,12 @@ a 10 MB answer keeps its child blocked in a send.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import resource
 import signal
-import socket
-import struct
 import subprocess
 import sys
-import termios
 import time
 
 import pytest
@@ -26,15 +22,11 @@ import pytest
 from clients import DDSClient, KeepUp, Subscription
 from conftest import snarl_data, write_file
 from dispatcher.parent import GRACEFUL_SECONDS, describe_status
-from dispatcher.protocol import PROTOCOL_VERSION, Connection, Hello, NextBatch, Ok, Subscribe, Welcome
-from dispatcher.testing import wait_until
-from dispatcher.transport import recv_message, send_message
+from dispatcher.testing import stalled_transfer, wait_until
 
 FILE = "F00000001_0000.mdaq.root"
 BIG = 400_000  # records: an answer of about 10 MB, more than both socket buffers hold
 REALTIME_SIGNAL = 40  # SIGRTMIN+6 on Linux: signal.Signals cannot name it
-
-
 
 
 def reap_line(log: str, pid: int) -> str:
@@ -48,31 +40,6 @@ def new_child(server, known: set) -> int:
     fresh = wait_until(lambda: set(server.children()) - known, what="a new child")
     assert len(fresh) == 1, fresh
     return fresh.pop()
-
-
-def unread_bytes(sock: socket.socket) -> int:
-    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
-
-
-def stalled_transfer(server) -> socket.socket:
-    """A client that asks for a 10 MB batch and never reads it: its child stays blocked in a send."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    try:
-        sock.settimeout(10)
-        sock.connect((server.host, server.port))
-        conn = Connection("client")
-        send_message(sock, conn, Hello(PROTOCOL_VERSION, "stalled"))
-        assert isinstance(recv_message(sock, conn, 10), Welcome)
-        send_message(sock, conn, Subscribe({"streams": ["DaqSnarl"], "keep_up": "all", "start": "oldest"}))
-        assert isinstance(recv_message(sock, conn, 10), Ok)
-        send_message(sock, conn, NextBatch(BIG, 10.0))
-        # the answer has begun to arrive: the child is inside a send it cannot finish
-        wait_until(lambda: unread_bytes(sock) > 0, what="the answer to start")
-    except BaseException:
-        sock.close()
-        raise
-    return sock
 
 
 def end(proc: subprocess.Popen) -> None:
@@ -212,7 +179,7 @@ def test_sigterm_exits_zero_and_a_client_waiting_in_next_gets_shutdown(served_di
 
 def test_sigint_is_a_fast_stop_that_kills_a_stuck_child_after_one_second(big_dir, server_factory):
     server = server_factory(big_dir, "--stall-timeout", "30")
-    stalled = stalled_transfer(server)
+    stalled, _ = stalled_transfer(server, BIG)
     try:
         (child,) = server.children()
         server.proc.send_signal(signal.SIGINT)
@@ -228,7 +195,7 @@ def test_sigint_is_a_fast_stop_that_kills_a_stuck_child_after_one_second(big_dir
 @pytest.mark.parametrize("first", [signal.SIGTERM, signal.SIGINT], ids=["after-SIGTERM", "after-SIGINT"])
 def test_second_sigint_during_a_stop_kills_a_stuck_child_at_once(first, big_dir, server_factory):
     server = server_factory(big_dir, "--stall-timeout", "30")
-    stalled = stalled_transfer(server)
+    stalled, _ = stalled_transfer(server, BIG)
     try:
         (child,) = server.children()
         server.proc.send_signal(first)
