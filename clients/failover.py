@@ -19,14 +19,36 @@ import numpy as np
 
 from .records import RecordBatch, RecordSet
 
-__all__ = ["Position", "server_list", "server_text"]
+__all__ = ["Position", "parse_address", "server_list", "server_text"]
 
 DEFAULT_PORT = 9090
 
 
-def _one(text: str, port: int) -> tuple[str, int]:
-    from .iterate import parse_address  # here: iterate imports the client, which imports this module
+def parse_address(address) -> tuple[str, int]:
+    """``(host, port)`` of ``"host:port"``, ``"host"`` (port 9090), ``"[::1]:9090"`` or a ``(host, port)`` pair."""
+    if isinstance(address, (tuple, list)) and len(address) == 2:
+        host, port = address
+    elif isinstance(address, str) and address.strip():
+        text = address.strip()
+        if text.startswith("["):  # [IPv6]:port
+            host, _, rest = text[1:].partition("]")
+            port = rest[1:] if rest.startswith(":") else DEFAULT_PORT
+        elif text.count(":") == 1:
+            host, port = text.split(":")
+        else:
+            host, port = text, DEFAULT_PORT
+    else:
+        raise ValueError(f"address must be 'host:port' or (host, port), not {address!r}")
+    try:
+        port = int(port)
+    except (TypeError, ValueError):
+        raise ValueError(f"port in address {address!r} must be a number") from None
+    if not 0 < port < 65536 or not host:
+        raise ValueError(f"address {address!r} needs a host and a port between 1 and 65535")
+    return str(host), port
 
+
+def _one(text: str, port: int) -> tuple[str, int]:
     text = text.strip()
     host, given = parse_address(text)
     has_port = "]:" in text if text.startswith("[") else text.count(":") == 1
@@ -47,8 +69,6 @@ def server_list(host: object = "localhost", port: int = DEFAULT_PORT) -> list[tu
     if isinstance(host, tuple) and len(host) == 2 and (
         (isinstance(host[1], int) and not isinstance(host[1], bool)) or (isinstance(host[1], str) and host[1].isdigit())
     ):  # a (host, port) pair
-        from .iterate import parse_address
-
         return [parse_address(host)]
     if isinstance(host, str):
         entries: Iterable[object] = host.split(",")

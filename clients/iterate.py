@@ -24,11 +24,10 @@ from dispatcher.subscription import Subscription, SubscriptionError
 
 from .client import DDSClient
 from .errors import DDSError, DDSTimeout, MessageType
-from .failover import server_list
+from .failover import parse_address, server_list
 
 __all__ = ["Report", "iterate", "parse_address"]
 
-DEFAULT_PORT = 9090
 LIBRARIES = ("ak", "np")
 
 
@@ -66,30 +65,6 @@ class Report:
     def __repr__(self) -> str:
         return (f"<Report {self.stream} in {self.file}: entries {self.entry_start}..{self.entry_stop}, "
                 f"{len(self.entries)} records>")
-
-
-def parse_address(address) -> tuple[str, int]:
-    """``(host, port)`` of ``"host:port"``, ``"host"`` (port 9090), ``"[::1]:9090"`` or a ``(host, port)`` pair."""
-    if isinstance(address, (tuple, list)) and len(address) == 2:
-        host, port = address
-    elif isinstance(address, str) and address.strip():
-        text = address.strip()
-        if text.startswith("["):  # [IPv6]:port
-            host, _, rest = text[1:].partition("]")
-            port = rest[1:] if rest.startswith(":") else DEFAULT_PORT
-        elif text.count(":") == 1:
-            host, port = text.split(":")
-        else:
-            host, port = text, DEFAULT_PORT
-    else:
-        raise ValueError(f"address must be 'host:port' or (host, port), not {address!r}")
-    try:
-        port = int(port)
-    except (TypeError, ValueError):
-        raise ValueError(f"port in address {address!r} must be a number") from None
-    if not 0 < port < 65536 or not host:
-        raise ValueError(f"address {address!r} needs a host and a port between 1 and 65535")
-    return str(host), port
 
 
 def _branches(streams: tuple, expressions):
