@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -40,6 +41,16 @@ def snarl_data(first: int, n: int, seed: int = 0) -> dict:
     }
 
 
+def self_signed(cert: Path, key: Path, name: str = "localhost", alt: str = "DNS:localhost,IP:127.0.0.1") -> None:
+    """Write a self-signed EC certificate for ``name`` (subjectAltName ``alt``) and its key, with openssl."""
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", f"/CN={name}",
+         "-addext", f"subjectAltName={alt}"],
+        check=True, capture_output=True, timeout=30,
+    )
+
+
 class Server(ServerProc):
     """A ddsparentserver process started for one test (log level Debug), always stopped by it."""
 
@@ -71,3 +82,12 @@ def server_factory():
 @pytest.fixture
 def server(data_dir, server_factory):
     return server_factory(data_dir)
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory):
+    """A self-signed certificate for localhost and 127.0.0.1: (cert, key) paths."""
+    d = tmp_path_factory.mktemp("tls")
+    cert, key = d / "cert.pem", d / "key.pem"
+    self_signed(cert, key)
+    return cert, key

@@ -14,7 +14,6 @@ import os
 import signal
 import socket
 import ssl
-import subprocess
 import time
 
 import numpy as np
@@ -95,19 +94,6 @@ def test_child_notices_its_client_left_after_it_sent_bytes_during_a_long_wait(da
     # the slot is free again: two clients fit in -m 2
     with DDSClient(server.host, server.port) as a, DDSClient(server.host, server.port) as b:
         assert a.is_valid() and b.is_valid()
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tls")
-    cert, key = d / "cert.pem", d / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-        check=True, capture_output=True, timeout=30,
-    )
-    return cert, key
 
 
 def test_tls_child_notices_a_close_notify_during_a_long_wait(data_dir, server_factory, certificate):

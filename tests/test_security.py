@@ -13,7 +13,7 @@ import time
 import pytest
 
 from clients import DDSClient, DDSConnectionError, DDSError, MessageType, Subscription
-from conftest import BIN, snarl_data, write_file
+from conftest import BIN, self_signed, snarl_data, write_file
 from dispatcher import access
 
 FILE = "F00000001_0000.mdaq.root"
@@ -31,20 +31,6 @@ def token_file(tmp_path):
     path.write_text("s3cret-Token-0123456789\n")
     path.chmod(0o600)
     return path
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory):
-    """A self-signed certificate for localhost and 127.0.0.1, made with the openssl command."""
-    d = tmp_path_factory.mktemp("tls")
-    cert, key = d / "cert.pem", d / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-        check=True, capture_output=True, timeout=30,
-    )
-    return cert, key
 
 
 def reads_records(server, **client_args) -> None:
@@ -320,10 +306,7 @@ def test_tls_client_that_does_not_trust_the_certificate_refuses_to_talk(served_d
 def test_tls_client_checks_the_host_name(served_dir, server_factory, certificate, tmp_path):
     cert, key = certificate
     other = tmp_path / "other.pem"  # a certificate for another name, trusted, but not this server's
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                    "-nodes", "-keyout", str(tmp_path / "other.key"), "-out", str(other), "-days", "2",
-                    "-subj", "/CN=elsewhere.example", "-addext", "subjectAltName=DNS:elsewhere.example"],
-                   check=True, capture_output=True, timeout=30)
+    self_signed(other, tmp_path / "other.key", "elsewhere.example", "DNS:elsewhere.example")
     server = server_factory(served_dir, "--tls-cert", str(other), "--tls-key", str(tmp_path / "other.key"))
     with pytest.raises(DDSConnectionError, match="TLS with ddsparentserver"):
         DDSClient(server.host, server.port, cafile=str(other), connect_timeout=5)
