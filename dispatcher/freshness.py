@@ -21,10 +21,11 @@ sets each get their own age).
 from __future__ import annotations
 
 import bisect
-import os
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+from .catalog import NoFileError
 
 if TYPE_CHECKING:
     from .catalog import Catalog
@@ -114,6 +115,8 @@ class LaterFiles:
 
     def after(self, file: str) -> dict[str, int]:
         """``{stream: records}`` in every data file that sorts after ``file``."""
+        from .tail import signature  # tail imports this module
+
         later = tuple(f for f in self.catalog.files() if f > file)
         now = time.monotonic()
         if not later:
@@ -123,12 +126,11 @@ class LaterFiles:
         total: dict[str, int] = {}
         opens = 0
         for name in later:
-            path = os.path.join(self.catalog.root, name)
             try:
-                st = os.stat(path)
-            except OSError:
+                path = self.catalog.path(name)
+                sig = signature(path)  # an XRootD data directory too
+            except (NoFileError, OSError):  # gone since the listing, or the server away: counted later
                 continue
-            sig = (st.st_ino, st.st_size, st.st_mtime_ns)
             cached = self._cache.get(name)
             if cached is None or cached[0] != sig:
                 if opens >= self.MAX_OPENS:
@@ -152,6 +154,7 @@ def annotate(parts: list[Part], position: FilePosition, later: LaterFiles, skipp
     """Fill ``lag``, ``age`` and (record mode: ``skipped`` given) ``skipped`` of each part, as known now."""
     now = time.time() if now is None else now
     reader = position.reader
+    after: dict[str, dict[str, int]] = {}  # the later files of each part's file, counted once per reply
     for p in parts:
         if not len(p.entries):
             continue
@@ -160,7 +163,9 @@ def annotate(parts: list[Part], position: FilePosition, later: LaterFiles, skipp
         info = reader.trees.get(p.stream)
         total = info.num_entries if info is not None else 0
         rest = max(0, total - int(p.entries[-1]) - 1)
-        p.lag = rest + later.after(p.file).get(p.stream, 0)
+        if p.file not in after:
+            after[p.file] = later.after(p.file)
+        p.lag = rest + after[p.file].get(p.stream, 0)
         p.age = reader.growth.age_steps(p.stream, p.entries, now)
         if skipped is not None:
             p.skipped = skipped.pop(p.stream, 0)

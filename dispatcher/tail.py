@@ -94,6 +94,18 @@ def _describe(obj: Any, name: str, bad: dict[str, str]) -> StreamInfo:
     return info
 
 
+def signature(path: str) -> tuple[int, int, int]:
+    """``(id, size, mtime in ns)`` of a data file, local or on XRootD: what says it changed.
+
+    Raises:
+        FileNotFoundError: no such file. remote.Unavailable: the XRootD server did not answer.
+    """
+    if remote.is_remote(path):
+        return remote.stat(path)
+    st = os.stat(path)
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 class FileReader:
     """The streams of one data file.
 
@@ -115,12 +127,9 @@ class FileReader:
 
     def _stat(self) -> tuple:
         try:
-            if remote.is_remote(self.path):
-                return remote.stat(self.path)  # raises remote.Unavailable when the server does not answer
-            st = os.stat(self.path)
+            return signature(self.path)
         except FileNotFoundError:
             raise FileGone(f"file {self.name} was deleted") from None
-        return (st.st_ino, st.st_size, st.st_mtime_ns)
 
     def refresh(self, force: bool = False) -> bool:
         """Re-open if the file changed on disk (or ``force``); True if it did. Raises FileGone or Unreadable."""
@@ -151,7 +160,7 @@ class FileReader:
     def is_empty(self) -> bool:
         """Whether the file holds no byte yet (a DAQ creating it), or is gone."""
         try:
-            return os.stat(self.path).st_size == 0
+            return signature(self.path)[1] == 0
         except OSError:
             return True
 
