@@ -126,6 +126,14 @@ def close_after_writing(sock: Any) -> None:
     sock.close()
 
 
+def unregister(sel: selectors.BaseSelector, sock: Any) -> None:
+    """Take ``sock`` out of ``sel`` if it is there."""
+    try:
+        sel.unregister(sock)
+    except (KeyError, ValueError):
+        pass
+
+
 class Doorway:
     """The connections the parent accepted and has not yet forked for or refused.
 
@@ -411,10 +419,7 @@ class Doorway:
 
     def _forget(self, p: Pending) -> None:
         self.pending.pop(p.sock, None)
-        try:
-            self.sel.unregister(p.sock)
-        except (KeyError, ValueError):
-            pass
+        unregister(self.sel, p.sock)
 
     @staticmethod
     def _refuse(sock: Any, conn: Connection, mtype: MessageType, text: str) -> None:

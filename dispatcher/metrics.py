@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from .doorway import close_after_writing, unregister
+
 #: seconds a scrape has to send its request line and headers
 REQUEST_SECONDS = 5.0
 #: bytes of request taken at most
@@ -206,23 +208,13 @@ class MetricsServer:
 
     def _drop(self, s: Scrape) -> None:
         self.scrapes.pop(s.sock, None)
-        try:
-            self.sel.unregister(s.sock)
-        except (KeyError, ValueError):
-            pass
-        try:
-            s.sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-        s.sock.close()
+        unregister(self.sel, s.sock)
+        close_after_writing(s.sock)
 
     def close(self) -> None:
         for s in list(self.scrapes.values()):
             self._drop(s)
-        try:
-            self.sel.unregister(self.listener)
-        except (KeyError, ValueError):
-            pass
+        unregister(self.sel, self.listener)
         self.listener.close()
 
     def close_in_child(self) -> None:

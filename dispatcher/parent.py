@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import __version__, access
-from .doorway import REFUSAL_CAUSES, Admit, Doorway, Pending, StopAsked, Verdict, peer_text
+from .doorway import REFUSAL_CAUSES, Admit, Doorway, Pending, StopAsked, Verdict, peer_text, unregister
 from .protocol import MessageType
 from .status import Board, Row, channel
 
@@ -404,10 +404,7 @@ class ParentServer:
         """A child is gone: its status row too (after reading its last report)."""
         row = self.board.rows.get(pid)
         if row is not None:
-            try:
-                self.sel.unregister(row.sock)
-            except (KeyError, ValueError):
-                pass
+            unregister(self.sel, row.sock)
         self.board.remove(pid, failure)
 
     def _act(self, verdict: Verdict) -> None:
@@ -547,10 +544,7 @@ class ParentServer:
         self._stop_kind = kind
         self.deadline = time.monotonic() + kind.value
         if self.listener is not None:
-            try:
-                self.sel.unregister(self.listener)
-            except (KeyError, ValueError):
-                pass
+            unregister(self.sel, self.listener)
             self.listener.close()
         self.doorway.refuse_all(MessageType.SHUTDOWN, "server is shutting down")
         for pid in list(self.children):
