@@ -33,7 +33,7 @@ import numpy as np
 
 from dispatcher.testing import ServerProc
 
-from .common import median, percentile
+from .common import cpu_seconds, median, percentile
 
 STREAM = "Live"
 TYPES = {"seq": np.int64, "stamp": np.float64, "payload": "var * float32"}
@@ -58,11 +58,26 @@ def _record(seq: int) -> dict:
             "payload": ak.unflatten(np.arange(n, dtype=np.float32), [n])}
 
 
+def _paced(appends: int, interval: float, rotations: int, start_file, append) -> None:
+    """Records 1 .. ``appends``-1, one per ``interval``: ``start_file(seq)`` at each of ``rotations``
+    evenly spaced rotations, ``append(seq)`` otherwise."""
+    rotate_at = {appends * (k + 1) // (rotations + 1) for k in range(rotations)}
+    tick = time.monotonic()
+    for seq in range(1, appends):
+        tick += interval
+        delay = tick - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        if seq in rotate_at:
+            start_file(seq)
+        else:
+            append(seq)
+
+
 def _writer(data_dir: str, appends: int, interval: float, rotations: int, ready, go) -> None:
     """Append ``appends`` records, one per ``interval``, rotating ``rotations`` times; seq 0 is written first."""
     import uproot
 
-    rotate_at = {appends * (k + 1) // (rotations + 1) for k in range(rotations)}
     f = None
     tree = None
     index = 0
@@ -84,16 +99,7 @@ def _writer(data_dir: str, appends: int, interval: float, rotations: int, ready,
     if not go.wait(60):
         f.close()
         return
-    tick = time.monotonic()
-    for seq in range(1, appends):
-        tick += interval
-        delay = tick - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        if seq in rotate_at:
-            start_file(seq)
-        else:
-            tree.extend(_record(seq))
+    _paced(appends, interval, rotations, start_file, lambda seq: tree.extend(_record(seq)))
     f.close()
 
 
@@ -106,7 +112,6 @@ def _root_writer(data_dir: str, appends: int, interval: float, rotations: int, a
         warnings.simplefilter("ignore")  # the PyPI build says it is an alpha on every import
         import ROOT  # noqa: N811
 
-    rotate_at = {appends * (k + 1) // (rotations + 1) for k in range(rotations)}
     seq, stamp = np.zeros(1, np.int64), np.zeros(1, np.float64)
     payload = ROOT.std.vector("float")()
     f = tree = None
@@ -148,16 +153,7 @@ def _root_writer(data_dir: str, appends: int, interval: float, rotations: int, a
     if not go.wait(60):
         close()
         return
-    tick = time.monotonic()
-    for s in range(1, appends):
-        tick += interval
-        delay = tick - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        if s in rotate_at:
-            start_file(s)
-        else:
-            fill(s)
+    _paced(appends, interval, rotations, start_file, fill)
     close()
 
 
@@ -261,13 +257,6 @@ def _local_reader(data_dir: Path, writer: _Writer, poll: float, appends: int) ->
                 break
         time.sleep(poll)
     return lat, seqs
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of process ``pid`` in seconds, from /proc/PID/stat."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def idle_cpu_share(server: ServerProc, seconds: float = 2.0) -> float:

@@ -24,7 +24,7 @@ import numpy as np
 from dispatcher.testing import ServerProc
 
 from . import common, selection_speed
-from .common import STREAM, bytes_received, median, percentile, proc_status
+from .common import STREAM, bytes_received, cpu_seconds, median, percentile, proc_status
 
 FLAT_FILE = "F0001_flat.root"
 TAIL_FILE = "F9999_tail.root"  # makes every earlier file closed
@@ -235,15 +235,6 @@ def _read_uproot_np(path: str, step: int = BIG_BATCH, cut=None) -> tuple[float, 
     return time.perf_counter() - t0, got, nbytes
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` so far (from /proc)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return math.nan
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _cpu_split(bench: Bench, n: int, batch: int, **sub) -> tuple[float, float]:
     """CPU seconds of (the serving child, this client) to read the flat file through DDS: work done,
     whatever the machine's load does to wall time."""
@@ -252,12 +243,12 @@ def _cpu_split(bench: Bench, n: int, batch: int, **sub) -> tuple[float, float]:
     before = set(bench.server.children())
     with bench.subscribed(**sub) as c:
         child = _child_of(bench.server, before)
-        k0 = _cpu_seconds(child) if child else math.nan
+        k0 = cpu_seconds(child) if child else math.nan
         r0 = resource.getrusage(resource.RUSAGE_SELF)
         _drain_file(c, FLAT_FILE, batch, n, timeout=30)
         r1 = resource.getrusage(resource.RUSAGE_SELF)
         time.sleep(0.05)  # the child's last credit taken in
-        k1 = _cpu_seconds(child) if child else math.nan
+        k1 = cpu_seconds(child) if child else math.nan
     return k1 - k0, (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
 
 
