@@ -191,7 +191,9 @@ class BatchStream:
             _, file, cursors = self.moved
             try:
                 session.position.go_to(file)
-            except SessionError:  # the file is gone: stay where the stream went
+            except SessionError as exc:  # the file is gone: stay where the stream went
+                log.warning("end of stream: cannot go back to %s (%s): staying in %s", file, exc,
+                            session.position.file)
                 return {"file": session.position.file}
             for s, (served, passed) in cursors.items():
                 if s in session.reader.streams:
