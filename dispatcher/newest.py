@@ -7,6 +7,8 @@ served. Streams take turns, so a busy stream does not starve a quiet one.
 
 from __future__ import annotations
 
+import logging
+
 import awkward as ak
 import numpy as np
 
@@ -16,6 +18,8 @@ from .layouts import SetLayout, SetsLayout
 from .position import FilePosition
 from .reader import StreamReader, fitting
 from .tail import FileReader
+
+log = logging.getLogger("dds.session")
 
 #: entries read back from the end at first; the step doubles while nothing passes
 FIRST_STEP = 1000
@@ -116,7 +120,10 @@ class Newest:
             total = self.reader.num_entries(s)
             if total is not None and total > st.cursor:
                 self.skipped[s] = self.skipped.get(s, 0) + self.reader.count_passing(s, st.cursor, total)
-        between = [f for f in position.catalog.files() if position.file < f < newest][-MAX_SKIPPED_FILES:]
+        between = [f for f in position.catalog.files() if position.file < f < newest]
+        if len(between) > MAX_SKIPPED_FILES:
+            log.debug("records of %d files jumped over are not counted as skipped", len(between) - MAX_SKIPPED_FILES)
+            between = between[-MAX_SKIPPED_FILES:]
         for name in between:
             r = FileReader(position.catalog.path(name))
             try:
@@ -125,7 +132,7 @@ class Newest:
                     if s in r.trees:
                         n = self.reader.count_passing(s, 0, r.trees[s].num_entries, reader=r)
                         self.skipped[s] = self.skipped.get(s, 0) + n
-            except Exception:  # gone or unreadable: nothing known to count
-                pass
+            except Exception as exc:  # gone or unreadable: nothing known to count
+                log.debug("file %s jumped over, its records not counted as skipped: %s", name, exc)
             finally:
                 r.close()

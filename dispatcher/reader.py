@@ -11,6 +11,7 @@ and knows its branch kinds.
 from __future__ import annotations
 
 import collections
+import logging
 from typing import Any
 
 import awkward as ak
@@ -24,6 +25,8 @@ from .session_errors import SessionError
 from .subscription import KeepUp, Subscription
 from .suggest import did_you_mean
 from .tail import FileGone, FileReader, TreeInfo, Unreadable
+
+log = logging.getLogger("dds.session")
 
 #: entries read per chunk (aligned up to a basket boundary when one is near)
 CHUNK_ENTRIES = 50_000
@@ -317,8 +320,8 @@ class StreamReader:
                 arrays = reader.read(stream, sel.branches, start, stop)
                 entries = np.arange(start, stop, dtype=np.int64)
                 passed += int(np.count_nonzero(sel.evaluate({"": entries, **{b: arrays[b] for b in sel.branches}})))
-            except Exception:  # what cannot be read now is not counted (the skip is still made)
-                continue
+            except Exception as exc:  # what cannot be read now is not counted (the skip is still made)
+                log.debug("entries %d:%d of %s in %s not counted as skipped: %s", start, stop, stream, reader.name, exc)
         return passed
 
     # ------------------------------------------------------------------ serving
