@@ -13,6 +13,7 @@ make it allocate more than a plain frame could.
 
 from __future__ import annotations
 
+import functools
 import importlib
 from typing import Any
 
@@ -32,18 +33,19 @@ def _module(codec: str) -> Any:
     return importlib.import_module("lz4.frame" if codec == "lz4" else CODECS[codec])
 
 
+@functools.cache
+def _installed(codec: str) -> bool:
+    """Whether the package of ``codec`` imports (looked for once per process, not per handshake)."""
+    try:
+        _module(codec)
+    except ImportError:
+        return False
+    return True
+
+
 def available(allowed=None) -> tuple[str, ...]:
     """The codecs this process can use, of ``allowed`` (default: every codec)."""
-    out = []
-    for codec in CODECS if allowed is None else allowed:
-        if codec not in CODECS:
-            continue
-        try:
-            _module(codec)
-        except ImportError:
-            continue
-        out.append(codec)
-    return tuple(out)
+    return tuple(c for c in (CODECS if allowed is None else allowed) if c in CODECS and _installed(c))
 
 
 def compress_data(msg: Data, codec: str) -> Data:

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import __version__, access
+from . import __version__, access, compression
 from .doorway import REFUSAL_CAUSES, Admit, Doorway, Pending, StopAsked, Verdict, peer_text, unregister
 from .protocol import MessageType
 from .status import Board, Row, channel
@@ -257,6 +257,11 @@ class ParentServer:
                 "clients from " + ",".join(map(str, allow)) if allow else "clients from anywhere",
                 "token required" if self.config.token else "no token",
                 "TLS" if self.tls else "no TLS (plain TCP)")
+        wanted = self.config.compression or ()
+        missing = [c for c in wanted if c not in compression.available(wanted)]
+        if missing:  # said now, not only to the first client that asks
+            log.warning("compression %s asked for but not installed: clients asking for it are refused",
+                        ", ".join(missing))
         if self.metrics is not None:
             log.log(level, "metrics at http://%s:%d/metrics", *self.metrics.address[:2])
         try:
