@@ -65,14 +65,11 @@ class Unreadable(Exception):
     """The file cannot be read as ROOT (not ROOT, truncated, still being created)."""
 
 
-def _warn_once(path: str, what: str, message: str, *args: Any, logger: logging.Logger = log) -> None:
+def warn_once(path: str, what: str, message: str, *args: Any, logger: logging.Logger = log) -> None:
+    """One Warning per process about ``what`` of the file at ``path`` (the others are dropped)."""
     if (path, what) not in _told:
         _told.add((path, what))
         logger.warning(message, *args)
-
-
-#: one Warning per process about ``what`` of the file at ``path`` (the others are dropped)
-warn_once = _warn_once
 
 
 def _describe(obj: Any, name: str, bad: dict[str, str]) -> StreamInfo:
@@ -169,7 +166,7 @@ class FileReader:
         (an empty ROOT file, zeros after the magic, only other objects). The open file may still
         get its first stream, so it is not judged."""
         if self._file is not None and not any(t.kinds for t in self.trees.values()):
-            _warn_once(self.path, "", "file %s holds no readable stream: nothing is served from it", self.name)
+            warn_once(self.path, "", "file %s holds no readable stream: nothing is served from it", self.name)
 
     def _scan(self, f: Any, strict: bool) -> dict[str, StreamInfo]:
         """Every stream of the open file ``f``. ``strict``: any stream that fails fails the scan
@@ -184,15 +181,15 @@ class FileReader:
             except Exception as exc:
                 if strict:
                     raise
-                _warn_once(self.path, key, "cannot read stream %s (%s) in file %s: %s: %s",
+                warn_once(self.path, key, "cannot read stream %s (%s) in file %s: %s: %s",
                            key, classname, self.name, type(exc).__name__, exc)
                 continue
             trees[key] = info
             for b, why in info.unserved.items():
-                _warn_once(self.path, f"{key}/{b}", "file %s, stream %s: branch %s is not served: %s",
+                warn_once(self.path, f"{key}/{b}", "file %s, stream %s: branch %s is not served: %s",
                            self.name, key, b, why)
         if classnames and not any(t.kinds for t in trees.values()):
-            _warn_once(self.path, "", "file %s has no stream DDS can serve (objects: %s)", self.name,
+            warn_once(self.path, "", "file %s has no stream DDS can serve (objects: %s)", self.name,
                        ", ".join(f"{k} ({c})" for k, c in list(classnames.items())[:10]))
         return trees
 
@@ -320,7 +317,7 @@ class FileReader:
             if info is not None:
                 info.kinds.pop(b, None)
                 info.unserved[b] = why
-            _warn_once(self.path, f"{stream}/{b}", "file %s, stream %s: branch %s is not served: %s",
+            warn_once(self.path, f"{stream}/{b}", "file %s, stream %s: branch %s is not served: %s",
                        self.name, stream, b, why)
 
     def _failing(self, stream: str, names: list[str], start: int, stop: int) -> dict[str, str]:
