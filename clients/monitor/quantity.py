@@ -115,22 +115,24 @@ def parse_quantity(text: str) -> Quantity:
 
 
 def _python_spelling(text: str) -> str:
-    """``&& || !`` as ``and or not`` (``!=`` stays), token by token, never inside a string."""
-    out = []
+    """C's ``&& ||`` as ``and or``, and ``!`` as ``~`` (logical not, binding like C's ``!``, as in the
+    selection language: ``!a + 1`` is ``(!a) + 1``); token by token, so ``!=`` and strings stay."""
+    out: list[str] = []
     try:
         tokens = list(tokenize.generate_tokens(io.StringIO(text.strip()).readline))
     except (tokenize.TokenError, SyntaxError) as exc:
         raise QuantityError(f"quantity {text!r} cannot be read: {exc}") from None
+    previous = None
     for tok in tokens:
-        if tok.string == "!":
-            out.append(" not ")
-        elif tok.type == tokenize.OP and tok.string in ("&", "|"):
-            out.append(tok.string)
-        else:
-            out.append(tok.string if tok.type != tokenize.NEWLINE else "")
-        out.append(" ")
-    joined = "".join(out)
-    return joined.replace("& &", " and ").replace("| |", " or ")
+        doubled = (tok.type == tokenize.OP and tok.string in ("&", "|") and previous is not None
+                   and previous.string == tok.string and previous.end == tok.start)
+        if doubled:  # '&&' and '||' come as two adjacent tokens
+            out[-1] = "and" if tok.string == "&" else "or"
+            previous = None
+            continue
+        out.append("~" if tok.string == "!" else tok.string if tok.type != tokenize.NEWLINE else "")
+        previous = tok
+    return " ".join(out)
 
 
 def _dotted(node: ast.AST) -> str | None:
@@ -162,7 +164,7 @@ def _check(node: ast.AST, text: str, branches: set[str], depth: int, source: str
         _check(node.left, text, branches, nxt, source)
         _check(node.right, text, branches, nxt, source)
         return
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd, ast.Not)):
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd, ast.Not, ast.Invert)):
         _check(node.operand, text, branches, nxt, source)
         return
     if isinstance(node, ast.Compare) and all(type(op) in _COMPARE for op in node.ops):
@@ -216,7 +218,7 @@ class _Evaluator:
             value = self.visit(node.operand)
             if isinstance(node.op, ast.USub):
                 return np.negative(value)
-            if isinstance(node.op, ast.Not):
+            if isinstance(node.op, (ast.Not, ast.Invert)):  # '~' and C's '!' are logical, as in selections
                 return np.logical_not(value)
             return value
         if isinstance(node, ast.Compare):
