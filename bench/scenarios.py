@@ -502,8 +502,8 @@ def _fanout_uproot(path, _port, ready, go, start_stop, out):
         while time.time() < start:
             time.sleep(0.001)
         while time.time() < stop:
-            for arrays in tree.iterate(step_size=BATCH, library="ak"):
-                n += len(arrays)
+            for arrays in tree.iterate(step_size=BATCH, library="np"):  # the fastest local path
+                n += len(arrays["evt"])
                 if time.time() >= stop:
                     break
         out.put(n)
@@ -569,7 +569,8 @@ def scenario_fanout(bench: Bench) -> Section:
         notes=[f"Each client is its own process (fork) reading next_batch(10000) from the same closed file for "
                f"{s.fanout_seconds:g} s, all starting together; server started with -m 40. "
                f"'Slowest client's share' is the slowest client's records over the mean (1.00 is perfectly fair). "
-               f"The local baseline is the same number of processes each running uproot's iterate over the file. "
+               f"The local baseline is the same number of processes each running uproot's iterate over the file "
+               f"(numpy arrays, step 10000). "
                f"The machine has {os.cpu_count()} cores: aggregate throughput cannot grow beyond them."],
     )
     return sec
