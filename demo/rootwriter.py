@@ -117,21 +117,30 @@ public:
    void Save() override { tree->AutoSave("SaveSelf FlushBaskets"); }
 };
 
-class SnarlTree : public TreeSaver {
+// A tree whose first branches are run, subrun and snarl; time is the entry's time, branched by each tree.
+class RunTree : public TreeSaver {
 public:
-   Int_t run = 0, subrun = 0, trigsrc = 0, nhits = 0;
+   Int_t run = 0, subrun = 0;
    Long64_t snarl = 0;
    Double_t time = 0;
-   std::vector<Short_t> plane, strip;
-   std::vector<Float_t> adc;
-   std::string trigger;
-   SnarlTree(TFile *f)
+   RunTree(TFile *f, const char *name, const char *title)
    {
       f->cd();
-      tree = new TTree("DaqSnarl", "physics triggers");
+      tree = new TTree(name, title);
       tree->Branch("run", &run, "run/I");
       tree->Branch("subrun", &subrun, "subrun/I");
       tree->Branch("snarl", &snarl, "snarl/L");
+   }
+};
+
+class SnarlTree : public RunTree {
+public:
+   Int_t trigsrc = 0, nhits = 0;
+   std::vector<Short_t> plane, strip;
+   std::vector<Float_t> adc;
+   std::string trigger;
+   SnarlTree(TFile *f) : RunTree(f, "DaqSnarl", "physics triggers")
+   {
       tree->Branch("trigsrc", &trigsrc, "trigsrc/I");
       tree->Branch("time", &time, "time/D");
       tree->Branch("nhits", &nhits, "nhits/I");
@@ -159,20 +168,13 @@ public:
    }
 };
 
-class MonitorTree : public TreeSaver {
+class MonitorTree : public RunTree {
 public:
-   Int_t run = 0, subrun = 0, ncrates = 0;
-   Long64_t snarl = 0;
-   Double_t time = 0;
+   Int_t ncrates = 0;
    Float_t trigger_rate = 0;
    Float_t crate_rate[64];
-   MonitorTree(TFile *f)
+   MonitorTree(TFile *f) : RunTree(f, "DaqMonitor", "DAQ rates")
    {
-      f->cd();
-      tree = new TTree("DaqMonitor", "DAQ rates");
-      tree->Branch("run", &run, "run/I");
-      tree->Branch("subrun", &subrun, "subrun/I");
-      tree->Branch("snarl", &snarl, "snarl/L");
       tree->Branch("time", &time, "time/D");
       tree->Branch("trigger_rate", &trigger_rate, "trigger_rate/F");
       tree->Branch("ncrates", &ncrates, "ncrates/I");
