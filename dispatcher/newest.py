@@ -13,6 +13,7 @@ import awkward as ak
 import numpy as np
 
 from . import reader as stream_reader
+from .catalog import NoFileError
 from .columnar import Part
 from .layouts import SetLayout, SetsLayout
 from .position import FilePosition
@@ -125,7 +126,11 @@ class Newest:
             log.debug("records of %d files jumped over are not counted as skipped", len(between) - MAX_SKIPPED_FILES)
             between = between[-MAX_SKIPPED_FILES:]
         for name in between:
-            r = FileReader(position.catalog.path(name))
+            try:
+                r = FileReader(position.catalog.path(name))
+            except NoFileError as exc:  # deleted since the listing: nothing known to count
+                log.debug("file %s jumped over, its records not counted as skipped: %s", name, exc)
+                continue
             try:
                 r.refresh()
                 for s in self.reader.streams:

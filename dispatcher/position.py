@@ -266,7 +266,7 @@ class FilePosition:
                 r = FileReader(self.catalog.path(name))
                 try:
                     r.refresh()
-                except (FileGone, Unreadable):
+                except (FileGone, Unreadable, remote.Unavailable):  # try the next file
                     r.close()
                     continue
                 readers.append(r)
