@@ -32,7 +32,8 @@ from typing import Any
 from dispatcher.protocol import PROTOCOL_VERSION, Connection, Hello, NextBatch, Ok, Subscribe, Welcome
 from dispatcher.transport import recv_message, send_message
 
-__all__ = ["LISTENING", "ServerProc", "XRootDProc", "server_command", "stalled_transfer", "unread_bytes", "wait_until"]
+__all__ = ["LISTENING", "ServerProc", "XRootDProc", "free_port", "server_command", "stalled_transfer",
+           "unread_bytes", "wait_until"]
 
 #: the line the parent logs once it accepts connections, with the real port
 LISTENING = re.compile(r"listening on [\d.]+:(\d+)")
@@ -166,7 +167,7 @@ class XRootDProc:
         self.user = user
         if os.geteuid() == 0:
             shutil.chown(self.admin, user)
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.config = self.base / "xrootd.cfg"
         self.config.write_text(
             f"xrd.port {self.port}\n"
@@ -229,7 +230,7 @@ class XRootDProc:
         self.close()
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

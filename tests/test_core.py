@@ -29,6 +29,7 @@ from clients import (
 )
 from conftest import BIN, Server, snarl_data, write_file
 from dispatcher.protocol import PROTOCOL_VERSION, SERVER_MAX_BODY, SERVER_MAX_HEADER, FrameDecoder, Hello, encode
+from dispatcher.testing import free_port, wait_until
 
 SNARL = "DaqSnarl"
 MONITOR = "DaqMonitor"
@@ -80,16 +81,6 @@ def write_snarl_files(data_dir, sizes, *, steps=3) -> list[tuple[str, int, dict]
     return expected
 
 
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
 def drain_next(client, count: int, timeout: float = 10.0) -> list[RecordSet]:
     return [client.next(timeout=timeout) for _ in range(count)]
 
@@ -104,12 +95,6 @@ def zombies_of(pid: int) -> list[str]:
 
 def fd_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_cmd(*args, env=None, timeout=20.0) -> subprocess.CompletedProcess:
@@ -446,7 +431,7 @@ def test_client_beyond_max_clients_gets_server_busy_at_once_and_gets_in_after_on
                 assert exc.message_type == MessageType.SERVER_BUSY
                 return None
 
-        c = wait_for(get_in, 10.0, 0.05, "a free slot after a client left")
+        c = wait_until(get_in, 10.0, "a free slot after a client left", pause=0.05)
         with c:
             c.subscribe(sub_all())
             assert c.next(timeout=10).entries[SNARL] == 0
@@ -461,16 +446,16 @@ def test_a_killed_child_leaves_the_parent_and_other_clients_serving(data_dir, se
     expected = write_snarl_files(data_dir, [10])
     server = server_factory(data_dir)
     a = connect(server)
-    victim = wait_for(lambda: server.children(), 10, what="the first child")[0]
+    victim = wait_until(lambda: server.children(), 10, what="the first child")[0]
     b = connect(server)
-    wait_for(lambda: len(server.children()) == 2, 10, what="the second child")
+    wait_until(lambda: len(server.children()) == 2, 10, what="the second child")
     try:
         for c in (a, b):
             c.subscribe(sub_all())
             assert c.next(timeout=10).entries[SNARL] == 0
         drain_next(a, 9)  # nothing left that the client may hold already
         os.kill(victim, signal.SIGKILL)
-        wait_for(lambda: victim not in server.children(), 10, what="the killed child to be reaped")
+        wait_until(lambda: victim not in server.children(), 10, what="the killed child to be reaped")
         with pytest.raises(DDSError):
             a.next(timeout=5)
         assert not a.is_valid()
@@ -480,8 +465,8 @@ def test_a_killed_child_leaves_the_parent_and_other_clients_serving(data_dir, se
             c.subscribe(sub_all())
             assert c.next(timeout=10)[SNARL] == expected[0][2]
         assert server.proc.poll() is None
-        wait_for(lambda: re.search(rf"child {victim} .*killed by SIGKILL", server.log), 10,
-                 what="the parent's log line about the killed child")
+        wait_until(lambda: re.search(rf"child {victim} .*killed by SIGKILL", server.log), 10,
+                   what="the parent's log line about the killed child")
     finally:
         a.close()
         b.close()
@@ -494,7 +479,7 @@ def test_many_connect_disconnect_cycles_leave_no_zombies_and_no_descriptor_growt
     with connect(server) as c:  # warm up
         c.subscribe(sub_all())
         c.next(timeout=10)
-    wait_for(lambda: not server.children(), 10, what="the warm-up child to be reaped")
+    wait_until(lambda: not server.children(), 10, what="the warm-up child to be reaped")
     before = fd_count(pid)
     for i in range(60):
         c = connect(server)
@@ -502,7 +487,7 @@ def test_many_connect_disconnect_cycles_leave_no_zombies_and_no_descriptor_growt
             c.subscribe(sub_all())
             assert c.next(timeout=10).entries[SNARL] == 0
         c.close()
-    wait_for(lambda: not server.children(), 15, what="every child to exit and be reaped")
+    wait_until(lambda: not server.children(), 15, what="every child to exit and be reaped")
     assert zombies_of(pid) == []
     after = fd_count(pid)
     assert after <= before + 3, f"parent descriptors grew from {before} to {after}"
@@ -544,7 +529,7 @@ def test_garbage_on_the_port_is_refused_and_the_server_keeps_serving(data_dir, s
             assert c.next(timeout=10).entries[SNARL] == 0, name
         assert server.proc.poll() is None, name
     assert server.log.count("protocol error") >= len(GARBAGE)
-    wait_for(lambda: not server.children(), 10, what="every child to exit")
+    wait_until(lambda: not server.children(), 10, what="every child to exit")
 
 
 def test_a_connection_that_never_completes_its_hello_is_dropped(data_dir, server_factory):
@@ -571,9 +556,9 @@ def test_children_are_named_in_process_listings_and_log_lines(data_dir, server_f
         c.subscribe(sub_all())
         c.next(timeout=10)
         client_port = c._sock.getsockname()[1]
-        (child,) = wait_for(lambda: server.children(), 10, what="the child")
+        (child,) = wait_until(lambda: server.children(), 10, what="the child")
         assert ps("-o", "args=", "-p", str(child)).strip() == f"ddschildserver 127.0.0.1:{client_port}"
-    wait_for(lambda: not server.children(), 10, what="the child to exit")
+    wait_until(lambda: not server.children(), 10, what="the child to exit")
     ident = f"ddschildserver[{child}] 127.0.0.1:{client_port}"
     child_lines = [line for line in server.log.splitlines() if f"[{child}]" in line]
     assert child_lines and all(ident in line for line in child_lines)
@@ -588,13 +573,13 @@ def test_ddscomm_stops_the_server_which_exits_zero_and_ends_its_children(data_di
     write_snarl_files(data_dir, [2])
     server = server_factory(data_dir)
     c = connect(server)
-    (child,) = wait_for(lambda: server.children(), 10, what="the child")
+    (child,) = wait_until(lambda: server.children(), 10, what="the child")
     try:
         result = run_cmd("ddscomm", "-s", "-p", str(server.port))
         assert result.returncode == 0, result.stderr
         assert f"localhost:{server.port}" in result.stdout and "shutting down" in result.stdout
         assert server.proc.wait(10) == 0
-        wait_for(lambda: not Path(f"/proc/{child}").exists(), 10, what="the child to be gone")
+        wait_until(lambda: not Path(f"/proc/{child}").exists(), 10, what="the child to be gone")
         with pytest.raises(DDSError) as info:
             c.next(timeout=5)
         assert info.value.message_type in (MessageType.SHUTDOWN, MessageType.SERVER_ERROR)
@@ -637,7 +622,7 @@ def test_minos_style_attached_options_work(data_dir, tmp_path, raw_servers):
     with connect(server) as c:
         c.subscribe(sub_all())
         c.next(timeout=10)
-    wait_for(lambda: "VERBOSE" in server.log, 10, what="a verbose log line")
+    wait_until(lambda: "VERBOSE" in server.log, 10, what="a verbose log line")
     assert server.stop() == 0
 
 
@@ -647,7 +632,7 @@ def test_sigterm_ends_a_waiting_client_with_shutdown_and_the_parent_exits_zero(d
     with connect(server) as c:
         c.subscribe(sub_all())
         drain_next(c, 2)
-        (child,) = wait_for(lambda: server.children(), 10, what="the child")
+        (child,) = wait_until(lambda: server.children(), 10, what="the child")
         killer = threading.Timer(0.5, server.proc.send_signal, (signal.SIGTERM,))
         killer.start()
         t0 = time.monotonic()
@@ -680,18 +665,18 @@ def test_client_without_a_server_raises_a_connection_error_naming_the_address():
 def test_client_validity_close_and_context_manager(data_dir, server):
     c = connect(server)
     assert c.is_valid()
-    (child,) = wait_for(lambda: server.children(), 10, what="the child")
+    (child,) = wait_until(lambda: server.children(), 10, what="the child")
     c.close()
     assert not c.is_valid()
     c.close()  # twice is fine
     with pytest.raises(DDSConnectionError):
         c.next(timeout=1)
-    wait_for(lambda: child not in server.children(), 10, what="the child to exit after close")
+    wait_until(lambda: child not in server.children(), 10, what="the child to exit after close")
     with connect(server) as c2:
         assert c2.is_valid()
-        (child2,) = wait_for(lambda: server.children(), 10, what="the second child")
+        (child2,) = wait_until(lambda: server.children(), 10, what="the second child")
     assert not c2.is_valid()
-    wait_for(lambda: child2 not in server.children(), 10, what="the child to exit after the with block")
+    wait_until(lambda: child2 not in server.children(), 10, what="the child to exit after the with block")
     c3 = connect(server)
     c3.shutdown()
     assert not c3.is_valid()

@@ -23,6 +23,7 @@ from demo.daqsim import (
     file_name,
     parse_file_name,
 )
+from dispatcher.testing import wait_until
 
 START = 1_700_000_000.0
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -180,20 +181,12 @@ def test_an_existing_run_is_refused(tmp_path):
         DaqSimulator(tmp_path)
 
 
-def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
-
-
 def test_console_script_stops_cleanly_on_sigterm(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "demo.daqsim", "-d", str(tmp_path), "--seconds-per-file", "0.3"],
         cwd=REPO, stderr=subprocess.PIPE, text=True)
     try:
-        wait_for(lambda: len(root_files(tmp_path)) >= 3, 15, "three files")
+        wait_until(lambda: len(root_files(tmp_path)) >= 3, 15, "three files", pause=0.05)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=10)
     finally:

@@ -6,12 +6,12 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 
 from clients import DDSClient, DDSTimeout, Subscription
 from conftest import BIN, snarl_data, write_file
+from dispatcher.testing import free_port
 
 BIG = 60_000
 
@@ -104,15 +104,9 @@ def test_latest_on_an_empty_directory_serves_every_record_of_the_first_file(data
     assert b.entries.tolist() == list(range(7))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_log_file_on_a_full_disk_does_not_stop_the_server(data_dir):
     write_file(data_dir / "F00000006_0000.mdaq.root", {"DaqSnarl": snarl_data(0, 50)})
-    port = _free_port()
+    port = free_port()
     # /dev/full fails every write with ENOSPC, like a log disk that filled up
     proc = subprocess.Popen([str(BIN / "ddsparentserver"), "-p", str(port), "-b", "127.0.0.1", "-d", str(data_dir),
                              "-l", "Verbose", "--log-file", "/dev/full"],

@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ import pytest
 
 from conftest import BIN, ROOT
 from demo.daqsim import DaqSimulator
+from dispatcher.testing import free_port
 
 README = ROOT / "README.md"
 QUICK_START = "Quick start"
@@ -93,12 +93,6 @@ def normalize(line: str) -> str:
     line = re.sub(r"\|[#. ]*\|", "||", line)
     line = re.sub(r"[-+]?\d+(\.\d+)?(e[-+]?\d+)?", "#", line)
     return " ".join(line.split())
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def session_processes(sids) -> list[tuple[int, str]]:
