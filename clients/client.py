@@ -29,6 +29,7 @@ from dispatcher.protocol import (
     GoToNextFile,
     Hello,
     InvalidMessage,
+    Leave,
     Message,
     MessageType,
     Next,
@@ -54,6 +55,8 @@ REPLY_MARGIN = 30.0
 _SESSION_ENDING = (MessageType.SHUTDOWN, MessageType.PROTOCOL_ERROR, MessageType.SERVER_BUSY, MessageType.FORBIDDEN)
 #: seconds between two rounds over the server list while resuming
 RESUME_PAUSE = 0.25
+#: seconds a group member waits for the server to take its leave at close()
+LEAVE_SECONDS = 5.0
 
 M = TypeVar("M", bound=Message)
 
@@ -177,7 +180,19 @@ class DDSClient:
         return self._sock is not None
 
     def close(self) -> None:
-        """End the session (the server's child exits)."""
+        """End the session (the server's child exits). A group member first acknowledges what it handed
+        out and gives back the record sets it had received and not handed out yet."""
+        if self._sub is not None and self._sub.group is not None and self._sock is not None:
+            try:
+                self._end_stream()
+                if self._ahead:
+                    leave = Leave(self._ahead[0].file, dict(self._used))
+                else:
+                    leave = Leave()
+                self._ahead.clear()
+                self._call(leave, LEAVE_SECONDS)
+            except DDSError:  # the session is gone already: the server treats it as ended without a word
+                pass
         self._drop()
 
     shutdown = close
@@ -305,6 +320,8 @@ class DDSClient:
             raise TypeError("give a Subscription or keywords, not both")
         self._give_back()
         reply = self._call(Subscribe(subscription.to_dict()), 60.0)
+        if self._grouped() or subscription.group is not None:
+            self._position.clear()  # a group places its members; one leaving it starts afresh
         self._sub = subscription
         return reply.info if isinstance(reply, Ok) else {}
 
@@ -323,7 +340,7 @@ class DDSClient:
                 and 0 <= timeout <= MAX_TIMEOUT):
             # the common case, served from what the last reply brought: no request to build and check
             rs = self._pop_set()
-            if not self._position.seen_set(rs):
+            if self._grouped() or not self._position.seen_set(rs):
                 self._position.note_set(rs)
                 return rs
         # checked before anything is sent
@@ -331,7 +348,7 @@ class DDSClient:
         deadline = time.monotonic() + request.timeout
         while True:
             rs = self._resuming(lambda left: self._next(left, request.advance_by, request.timeout), _left(deadline))
-            if not self._position.seen_set(rs):  # handed out before a reconnect: skipped
+            if self._grouped() or not self._position.seen_set(rs):  # handed out before a reconnect: skipped
                 self._position.note_set(rs)
                 return rs
 
@@ -340,7 +357,8 @@ class DDSClient:
         sub = self._sub
         prefetch = self.prefetch if sub is not None and sub.keep_up.value != "record" else 1
         request = _request(Next, _seconds(timeout, "timeout"), _count(advance_by, "advance_by"), prefetch)
-        if self.window >= 1 and prefetch > 1 and request.advance_by == 1 and sub is not None and not sub.sync:
+        if (self.window >= 1 and prefetch > 1 and request.advance_by == 1 and sub is not None and not sub.sync
+                and sub.group is None):
             # streamed: the server sends the next sets while these are handed out
             wait = _stream_wait(asked, request.timeout)
             stream = self._stream
@@ -366,6 +384,9 @@ class DDSClient:
             for stream in rs.entries:
                 self._used[stream] = self._used.get(stream, 0) + 1
         return rs
+
+    def _grouped(self) -> bool:
+        return self._sub is not None and self._sub.group is not None
 
     def _pop_set(self) -> RecordSet:
         rs = self._ahead.popleft()
@@ -404,15 +425,16 @@ class DDSClient:
         request = _request(NextBatch, _count(max_records, "max_records"), _seconds(timeout, "timeout"))
         deadline = time.monotonic() + request.timeout
         while True:
-            batch = self._position.fresh_batch(self._resuming(lambda left: self._next_batch(request, left),
-                                                              _left(deadline)))
+            batch = self._resuming(lambda left: self._next_batch(request, left), _left(deadline))
+            if not self._grouped():  # a group's records come in the order they are leased, not in entry order
+                batch = self._position.fresh_batch(batch)
             if batch is not None:
                 self._position.note_batch(batch)
                 return batch
 
     def _next_batch(self, request: NextBatch, timeout: float) -> RecordBatch:
         sub = self._sub
-        if self.window < 1 or sub is None or sub.keep_up.value == "record" or sub.sync:
+        if self.window < 1 or sub is None or sub.keep_up.value == "record" or sub.sync or sub.group is not None:
             self._give_back()
             request = dataclasses.replace(request, timeout=timeout)
             reply = self._call(request, request.timeout + REPLY_MARGIN)
@@ -547,7 +569,7 @@ def _record_sets(parts: list[Part], layout: Layout | None) -> list[RecordSet]:
             p, r = parts[i], used[i]
             used[i] += 1
             out.append(RecordSet(p.file, {p.stream: rows[i][r]}, {p.stream: int(p.entries[r])},
-                                 unserved=_unserved([p]), **_fresh([(p, r)])))
+                                 unserved=_unserved([p]), redelivered=p.redelivered, **_fresh([(p, r)])))
         return out
     if not isinstance(layout, SetsLayout):
         raise DDSError(f"record sets without a set layout: {type(layout).__name__}", MessageType.PROTOCOL_ERROR)
@@ -568,7 +590,7 @@ def _record_batch(parts: list[Part], layout: Layout | None) -> RecordBatch:
     if layout is None:
         p = parts[0]
         return RecordBatch(p.stream, p.file, p.entries, p.arrays, unserved=_unserved([p]),
-                           **_fresh([(p, len(p.entries) - 1)]))
+                           redelivered=p.redelivered, **_fresh([(p, len(p.entries) - 1)]))
     if not isinstance(layout, SyncBatchLayout):
         raise DDSError(f"a batch with a set layout: {type(layout).__name__}", MessageType.PROTOCOL_ERROR)
     # synced sets: one field per stream, None where the stream is missing from a set

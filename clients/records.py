@@ -23,12 +23,15 @@ class RecordSet:
             at the time it replied; None when the server did not say.
         skipped (dict): keep-up ``record`` only: ``{stream: passing records skipped since the previous
             set}``; empty in the other modes.
+        redelivered (bool): a group subscription only: the record was handed before to a member whose
+            session ended without acknowledging it (it may have been processed already).
     """
 
-    __slots__ = ("file", "records", "entries", "missing", "unserved", "lag", "age", "skipped")
+    __slots__ = ("file", "records", "entries", "missing", "unserved", "lag", "age", "skipped", "redelivered")
 
     def __init__(self, file: str, records: dict, entries: dict, missing=(), unserved: dict | None = None,
-                 lag: dict | None = None, age: float | None = None, skipped: dict | None = None):
+                 lag: dict | None = None, age: float | None = None, skipped: dict | None = None,
+                 redelivered: bool = False):
         self.file = file
         self.records = records
         self.entries = entries
@@ -37,6 +40,7 @@ class RecordSet:
         self.lag = lag or {}
         self.age = age
         self.skipped = skipped or {}
+        self.redelivered = redelivered
 
     @property
     def stream(self) -> str | None:
@@ -68,12 +72,15 @@ class RecordBatch:
         age (float or None): seconds since the newest record in the batch was written (see RecordSet).
         skipped (dict): keep-up ``record`` only: ``{stream: passing records skipped since the previous
             set or batch}``; empty in the other modes.
+        redelivered (bool): a group subscription only: the batch's records were handed before to a
+            member whose session ended without acknowledging them (they may have been processed already).
     """
 
-    __slots__ = ("stream", "file", "entries", "arrays", "unserved", "lag", "age", "skipped")
+    __slots__ = ("stream", "file", "entries", "arrays", "unserved", "lag", "age", "skipped", "redelivered")
 
     def __init__(self, stream, file: str, entries, arrays: ak.Array, unserved: dict | None = None,
-                 lag: dict | None = None, age: float | None = None, skipped: dict | None = None):
+                 lag: dict | None = None, age: float | None = None, skipped: dict | None = None,
+                 redelivered: bool = False):
         self.stream = stream
         self.file = file
         self.entries = entries
@@ -82,6 +89,7 @@ class RecordBatch:
         self.lag = lag or {}
         self.age = age
         self.skipped = skipped or {}
+        self.redelivered = redelivered
 
     def __len__(self) -> int:
         return len(self.arrays)

@@ -23,6 +23,7 @@ from typing import Any
 from . import logsetup
 from .columnar import encode_parts
 from .compression import compress_data
+from .grouplink import ChildLink
 from .protocol import (
     CLIENT_MAX_HEADER,
     PREFIX,
@@ -35,6 +36,7 @@ from .protocol import (
     GoToFile,
     GoToNextFile,
     InvalidRequest,
+    Leave,
     Message,
     MessageType,
     Next,
@@ -213,6 +215,10 @@ def _rewind(session: Session, msg: Rewind) -> Message:
     return Ok(session.rewind(msg.file, msg.consumed))
 
 
+def _leave(session: Session, msg: Leave) -> Message:
+    return Ok(session.leave(msg.file, msg.consumed))
+
+
 def _next_batch(session: Session, msg: NextBatch) -> Message:
     parts, layout = session.next_batch(msg.max_records, msg.timeout)
     return encode_parts(parts, layout)
@@ -249,6 +255,7 @@ HANDLERS: dict[type[Message], Callable[[Session, Any], Message]] = {
     Subscribe: _subscribe,
     Next: _next,
     Rewind: _rewind,
+    Leave: _leave,
     NextBatch: _next_batch,
     GoToFile: _go_to_file,
     GoToNextFile: _go_to_next_file,
@@ -291,8 +298,9 @@ def _session_end_line(reporter: Reporter, ended: str) -> None:
 
 
 def run_child(sock: socket.socket, conn: Connection, peer, config, identity: str, codec: str = "",
-              report: socket.socket | None = None) -> int:
-    """Serve one client until it leaves; ``report`` is this child's end of the status channel."""
+              report: socket.socket | None = None, groups: socket.socket | None = None) -> int:
+    """Serve one client until it leaves; ``report`` is this child's end of the status channel, ``groups``
+    its line to the group ledger."""
     name = f"{peer[0]}:{peer[1]}"
     _set_title(f"ddschildserver {name}")
     logsetup.set_ident(f"ddschildserver[{os.getpid()}] {name}")
@@ -304,7 +312,8 @@ def run_child(sock: socket.socket, conn: Connection, peer, config, identity: str
 
     numexpr.set_num_threads(1)  # one child per client: clients, not threads, use the cores
     watch = Watch(sock, conn, parent_pid, config.idle_timeout)
-    session = Session(make_catalog(config.data_dir), watch, poll_interval=config.poll_interval)
+    session = Session(make_catalog(config.data_dir), watch, poll_interval=config.poll_interval,
+                      group_link=ChildLink(groups) if groups is not None else None)
     reporter = watch.reporter = Reporter(report, name)
     reporter.session = session
 
@@ -334,6 +343,10 @@ def run_child(sock: socket.socket, conn: Connection, peer, config, identity: str
             msg = watch.next_request(session.read_ahead)
             reporter.set_state(READING)
             log.log(logsetup.VERBOSE, "request %s", msg)
+            if isinstance(msg, StreamBatches) and session.member is not None:
+                # a member acknowledges by asking: what it was sent ahead would count as handed
+                reply(Error(MessageType.BAD_SUBSCRIPTION, "a group member asks for its records one reply at a time"))
+                continue
             if isinstance(msg, StreamBatches):
                 # a streamed reply counts for the status when the client used it (its credit, end_stream)
                 broken = serve_stream(session, watch, msg, lambda m: reply(m, records=False), reporter)

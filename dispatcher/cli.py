@@ -91,11 +91,15 @@ def _level(ctx, param, value):
               help="serve Prometheus metrics at http://ADDR:PORT/metrics [default: off]")
 @click.option("--metrics-bind", default="127.0.0.1", show_default=True, metavar="ADDR",
               help="address the metrics are served on")
+@click.option("--group-linger", type=click.FloatRange(0, 10**7), default=300.0, show_default=True,
+              metavar="SECONDS", help="a group whose members all left keeps its place this long")
+@click.option("--group-state", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="keep the groups' places in FILE, so a restarted server continues them [default: memory only]")
 @click.option("--status-reports/--no-status-reports", default=True, hidden=True,
               help="children report their state to the parent (off: only to measure what it costs)")
 def parentserver(port, max_clients, level, data_dir, bind, log_file, handshake_timeout, idle_timeout,
                  stall_timeout, poll_interval, allow, token_file, tls_cert, tls_key, compression, metrics_port,
-                 metrics_bind, status_reports):
+                 metrics_bind, group_linger, group_state, status_reports):
     """Serve the ROOT files of a DAQ data directory to DDS clients (one forked child per client)."""
     data_dir = data_dir or os.environ.get("DDS_DAQ_DATA_DIR")
     if not data_dir:
@@ -121,6 +125,7 @@ def parentserver(port, max_clients, level, data_dir, bind, log_file, handshake_t
         poll_interval=poll_interval, allow=allow, token=token, tls_cert=tls_cert, tls_key=tls_key,
         compression=compression,
         metrics_port=metrics_port, metrics_bind=metrics_bind, status_reports=status_reports,
+        group_linger=group_linger, group_state=os.path.abspath(group_state) if group_state else None,
     )
     try:
         server = ParentServer(config)

@@ -30,6 +30,7 @@ class Part:
     lag: int | None = None  # records of the stream written after the part's last one
     age: list | None = None  # [[entry, seconds since first seen], ...], ascending entries
     skipped: int | None = None  # record mode: passing records skipped since the previous part
+    redelivered: bool = False  # a group's records handed before to a member that ended without acknowledging
 
 
 def _packed(arrays: ak.Array) -> ak.Array:
@@ -76,6 +77,7 @@ def encode_parts(parts: list[Part], layout: Layout | None = None, *, ranges: boo
                 **({"lag": p.lag} if p.lag is not None else {}),
                 **({"age": p.age} if p.age else {}),
                 **({"skipped": p.skipped} if p.skipped is not None else {}),
+                **({"redelivered": True} if p.redelivered else {}),
             }
         )
         if not as_range:
@@ -115,7 +117,10 @@ def decode_parts(msg: Data) -> list[Part]:
                 isinstance(k, str) and isinstance(v, str) for k, v in unserved.items()
             ):
                 raise ValueError("unserved must map branch names to reasons")
-            parts.append(Part(d["stream"], d["file"], entries, arrays, dict(unserved), *_freshness(d)))
+            redelivered = d.get("redelivered", False)
+            if not isinstance(redelivered, bool):
+                raise ValueError("redelivered must be true or false")
+            parts.append(Part(d["stream"], d["file"], entries, arrays, dict(unserved), *_freshness(d), redelivered))
     except Exception as exc:  # awkward checks a form with assert, getattr, indexing...: any of them may fail
         raise RemoteProtocolError(f"malformed record data: {type(exc).__name__}: {exc}") from None
     if pos != len(body):

@@ -33,6 +33,9 @@ from typing import Any
 
 from . import __version__, access, compression
 from .doorway import REFUSAL_CAUSES, Admit, Doorway, Pending, StopAsked, Verdict, peer_text, unregister
+from .grouplink import Desk, Line
+from .grouplink import channel as group_channel
+from .groups import LINGER_SECONDS, Ledger
 from .protocol import MessageType
 from .status import Board, Row, channel
 
@@ -80,6 +83,8 @@ class ServerConfig:
     metrics_port: int | None = None  # serve Prometheus metrics on this port; None: off
     metrics_bind: str = "127.0.0.1"
     status_reports: bool = True  # children report to the parent (off only to measure what that costs)
+    group_linger: float = LINGER_SECONDS  # seconds a group without members keeps its place
+    group_state: str | None = None  # file the groups are kept in across restarts; None: memory only
 
 
 class Phase(enum.Enum):
@@ -205,6 +210,7 @@ class ParentServer:
         self.tls = access.server_tls_context(config.tls_cert, config.tls_key) if config.tls_cert else None
         self.doorway = Doorway(config, self.sel, self.identity, self.tls, self._client_count, self.status)
         self.board = Board()  # what each child reports over its channel
+        self.desk = Desk(Ledger(config.group_linger), config.group_state)  # the groups, fed by the children
         self.started = time.time()
         self._files_seen: set[str] = set()
         self._files_at = 0.0
@@ -282,6 +288,8 @@ class ParentServer:
                     self._dispatch_signals()
                 elif isinstance(key.data, Row):
                     self.board.readable(key.data)
+                elif isinstance(key.data, Line):
+                    self.desk.readable(key.data)
                 elif self.metrics is not None and self.metrics.owns(key.data):
                     self.metrics.ready(key.data)
                 elif self.phase is not Phase.SERVING:
@@ -309,7 +317,8 @@ class ParentServer:
         return LOOP_SECONDS if due is None else max(0.0, min(LOOP_SECONDS, due - now))
 
     def _tick(self, now: float) -> None:
-        """What time alone decides: handshake deadlines, stop deadlines."""
+        """What time alone decides: handshake deadlines, stop deadlines, lingering groups."""
+        self.desk.tick()
         if self.metrics is not None:
             self.metrics.expire(now)
             if now - self._files_at >= FILES_SECONDS:  # "files seen" for the metrics
@@ -411,6 +420,10 @@ class ParentServer:
         if row is not None:
             unregister(self.sel, row.sock)
         self.board.remove(pid, failure)
+        line = self.desk.lines.get(pid)
+        if line is not None:
+            unregister(self.sel, line.sock)
+        self.desk.remove(pid)
 
     def _act(self, verdict: Verdict) -> None:
         if isinstance(verdict, Admit):
@@ -444,11 +457,18 @@ class ParentServer:
             if self.config.status_reports:
                 log.warning("no status channel for %s: %s", peer, exc)
             mine = theirs = None
+        group_mine: socket.socket | None
+        group_theirs: socket.socket | None
+        try:
+            group_mine, group_theirs = group_channel()
+        except OSError as exc:  # out of descriptors: serve the client, without groups
+            log.warning("no group line for %s: %s", peer, exc)
+            group_mine = group_theirs = None
         try:
             pid = os.fork()
         except OSError as exc:
             log.error("cannot fork for %s: %s", peer, exc)
-            for end in (mine, theirs):
+            for end in (mine, theirs, group_mine, group_theirs):
                 if end is not None:
                     end.close()
             self.doorway.refuse(p, MessageType.SERVER_ERROR, "server cannot start a session now")
@@ -457,11 +477,13 @@ class ParentServer:
             code = EXIT_CHILD_CRASH
             try:
                 self._become_child()
-                if mine is not None:
-                    mine.close()
+                for end in (mine, group_mine):
+                    if end is not None:
+                        end.close()
                 from .child import run_child
 
-                code = run_child(p.sock, p.conn, p.peer, self.config, self.identity, p.compression, report=theirs)
+                code = run_child(p.sock, p.conn, p.peer, self.config, self.identity, p.compression, report=theirs,
+                                 groups=group_theirs)
             except BaseException:
                 try:
                     logging.getLogger("dds.child").exception("child crashed")
@@ -474,6 +496,9 @@ class ParentServer:
         if mine is not None and theirs is not None:
             theirs.close()
             self.sel.register(mine, selectors.EVENT_READ, self.board.add(pid, peer, mine))
+        if group_mine is not None and group_theirs is not None:
+            group_theirs.close()
+            self.sel.register(group_mine, selectors.EVENT_READ, self.desk.add(pid, peer, group_mine))
         log.info("client %s connected: child %d (%d of %d)", peer, pid, len(self.children), self.config.max_clients)
 
     def _become_child(self) -> None:
@@ -487,6 +512,7 @@ class ParentServer:
             self.listener.close()
         self.doorway.forget_all()
         self.board.close_all()
+        self.desk.close_all()
         if self.metrics is not None:
             self.metrics.close_in_child()
             self.metrics = None
@@ -533,6 +559,7 @@ class ParentServer:
                 "bytes_sent": self.board.bytes_sent(),
             },
             "clients": clients,
+            "groups": self.desk.ledger.status(time.monotonic()),
         }
 
     # ------------------------------------------------------------------ stop
@@ -569,6 +596,8 @@ class ParentServer:
         if self.metrics is not None:
             self.metrics.close()
         self.board.close_all()
+        self.desk.close_all()
+        self.desk.save()
         self.sel.close()
         for fd in (self._wake_r, self._wake_w):
             if fd >= 0:

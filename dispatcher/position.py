@@ -103,6 +103,12 @@ class FilePosition:
             raise SessionError(MessageType.NO_FILE, f"start: {exc}") from None
         self.enter(rule)
 
+    def reset(self) -> None:
+        """No file: the next subscription's start rule places the session (a group member leaving it)."""
+        self._drop_reader()
+        self.file = None
+        self.state = FileState.WAITING
+
     def go_to(self, name: str) -> None:
         """Enter data file ``name``; SessionError NO_FILE if there is none."""
         try:

@@ -179,6 +179,17 @@ class Rewind(Message):
 
 
 @dataclass(frozen=True)
+class Leave(Message):
+    """The client is closing: everything it was handed is acknowledged, except, when ``file`` is given,
+    the records of the last prefetched reply beyond ``consumed[stream]`` of each stream (never handed
+    to the user). Answered ``ok``; the client then closes."""
+
+    TYPE: ClassVar[str] = "leave"
+    file: str = ""
+    consumed: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class NextBatch(Message):
     TYPE: ClassVar[str] = "next_batch"
     max_records: int
@@ -324,7 +335,8 @@ class Data(Message):
 
 #: what a client sends about a running stream of batches (a credit is never answered, end_stream by ``ok``)
 STREAM_CONTROL = (Credit, EndStream)
-REQUESTS = (Subscribe, Next, Rewind, NextBatch, GoToFile, GoToNextFile, Stop, Status, StreamBatches, *STREAM_CONTROL)
+REQUESTS = (Subscribe, Next, Rewind, Leave, NextBatch, GoToFile, GoToNextFile, Stop, Status, StreamBatches,
+            *STREAM_CONTROL)
 REPLIES = (Welcome, Ok, Error, Data)
 _BY_TYPE: dict[str, type[Message]] = {cls.TYPE: cls for cls in (Hello, *REQUESTS, *REPLIES)}
 

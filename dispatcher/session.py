@@ -20,21 +20,26 @@ so it applies from the current position.
 from __future__ import annotations
 
 import logging
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from . import logsetup
 from .catalog import Catalog
 from .clock import Clock, SystemClock, Waiter
 from .columnar import Part
 from .freshness import LaterFiles, annotate
+from .groupmember import GroupMember
 from .inorder import InOrder
 from .layouts import OrderLayout, SetsLayout, SyncBatchLayout
 from .newest import Newest
 from .position import FilePosition
+from .protocol import MessageType
 from .reader import StreamCursor, StreamReader, check_stream
 from .session_errors import SessionAbort, SessionError
 from .subscription import KeepUp, Subscription
 from .synced import Synced
+
+if TYPE_CHECKING:
+    from .grouplink import ChildLink
 
 __all__ = ["Session", "SessionAbort", "SessionError"]
 
@@ -56,9 +61,11 @@ class Session:
         waiter (Waiter): ``wait(seconds)`` pauses; raises SessionAbort to end the session.
         poll_interval (float): seconds between checks for growth while waiting; default 0.01.
         clock (Clock): monotonic time for timeouts and sync delays; default the system's.
+        group_link (ChildLink or None): the line to the parent's group ledger; None: no groups.
     """
 
-    def __init__(self, catalog: Catalog, waiter: Waiter, *, poll_interval: float = 0.01, clock: Clock | None = None):
+    def __init__(self, catalog: Catalog, waiter: Waiter, *, poll_interval: float = 0.01, clock: Clock | None = None,
+                 group_link: ChildLink | None = None):
         self.catalog = catalog
         self.position = FilePosition(catalog, clock or SystemClock(), waiter, poll_interval, self._entered)
         self.reader = StreamReader(self.position)
@@ -67,6 +74,8 @@ class Session:
         self.synced = Synced(self.position, self.reader)
         self.later = LaterFiles(catalog)  # records in the files after the current one (lag)
         self._unserved: dict[str, dict[str, str]] = {}  # what the subscribe checks found the streams cannot serve
+        self.group_link = group_link
+        self.member: GroupMember | None = None  # serving a group subscription
 
     @property
     def sub(self) -> Subscription | None:
@@ -94,6 +103,11 @@ class Session:
     def _subscribe(self, sub: Subscription) -> dict:
         self._check_against_files(sub)
         self.newest.skipped.clear()  # skips count from the new subscription on
+        if sub.group is not None:
+            return self._join(sub)
+        if self.member is not None:  # a member subscribing on its own: it leaves the group, and starts afresh
+            self.leave("", {})
+            self.position.reset()
         old = self.reader.streams
         if self.position.file is None:
             self.reader.use(sub, {s: StreamCursor() for s in sub.streams})
@@ -113,6 +127,30 @@ class Session:
             reply["unserved"] = self._unserved
         return reply
 
+    def _join(self, sub: Subscription) -> dict:
+        if self.group_link is None:
+            raise SessionError(MessageType.BAD_SUBSCRIPTION, "this server serves no groups now (no line to its ledger)")
+        old = (self.reader.sub, self.reader.streams)
+        self.reader.use(sub, {s: StreamCursor() for s in sub.streams})
+        member = GroupMember(self, self.group_link, sub)
+        try:
+            info = member.join()
+        except SessionError:
+            self.reader.use(*old)  # refused: the old subscription stands
+            raise
+        self.member = member
+        reply: dict = {"file": info.get("file"), "group": info}
+        if self._unserved:
+            reply["unserved"] = self._unserved
+        return reply
+
+    def leave(self, file: str, consumed: dict) -> dict:
+        """The client closes cleanly: a group member gives back what it did not use and leaves."""
+        if self.member is not None:
+            member, self.member = self.member, None
+            member.leave(file, consumed)
+        return {}
+
     def next(
         self, timeout: float, advance_by: int = 1, prefetch: int = 1
     ) -> tuple[list[Part], SetsLayout | OrderLayout]:
@@ -124,6 +162,12 @@ class Session:
         self.inorder.forget()
         sub = self._need_subscription()
         deadline = self.position.deadline(timeout)
+        if self.member is not None:
+            skip = advance_by - 1
+            while skip > 0:  # the records skipped count as handed to this member
+                skip -= len(self.member.next_part(deadline, skip).entries)
+            part = self.member.next_part(deadline, prefetch)
+            return self.fresh(([part], OrderLayout((0,) * len(part.entries))))
         if sub.keep_up is KeepUp.RECORD or sub.sync:
             one = self.newest.next_set if sub.keep_up is KeepUp.RECORD else self.synced.next_set
             for i in range(1, advance_by):
@@ -140,6 +184,9 @@ class Session:
         except SessionError:
             self.inorder.forget()
             raise
+        if self.member is not None:
+            self.member.give_back(file, consumed)
+            return {"file": file}
         self.inorder.rewind(file, consumed)
         return {"file": self.position.file}
 
@@ -148,6 +195,8 @@ class Session:
         self.inorder.forget()
         sub = self._need_subscription()
         deadline = self.position.deadline(timeout)
+        if self.member is not None:
+            return self.fresh(([self.member.next_part(deadline, max_records)], None))
         if sub.keep_up is KeepUp.RECORD:
             return self.fresh((self.newest.batch(deadline, max_records), None))
         if sub.sync:
@@ -168,7 +217,7 @@ class Session:
         ``file`` modes (``record`` mode wants what is newest when it is asked).
         """
         sub = self.reader.sub
-        if sub is None or sub.keep_up is KeepUp.RECORD or self.position.reader is None:
+        if sub is None or sub.keep_up is KeepUp.RECORD or self.position.reader is None or self.member is not None:
             return False
         for s, st in self.reader.streams.items():
             if st.pending_count() < READ_AHEAD:
@@ -182,12 +231,19 @@ class Session:
                     return False
         return False
 
+    def _not_member(self) -> None:
+        if self.member is not None:
+            raise SessionError(MessageType.BAD_SUBSCRIPTION, f"a member of group {self.member.sub.group!r} cannot "
+                               "move: the group keeps its place (subscribe without group= to move on your own)")
+
     def go_to_file(self, name: str) -> dict:
+        self._not_member()
         self.inorder.forget()
         self.position.go_to(name)
         return {"file": name}
 
     def go_to_next_file(self, timeout: float) -> dict:
+        self._not_member()
         self.inorder.forget()
         deadline = self.position.deadline(timeout)
         while True:

@@ -1,4 +1,4 @@
-"""``ddscomm --status`` as text: the server in three lines, then a table with a row per client."""
+"""``ddscomm --status`` as text: the server in three lines, a table with a row per client, then the groups."""
 
 from __future__ import annotations
 
@@ -52,7 +52,8 @@ def client_row(c: dict) -> list[str]:
     lag_s = c.get("lag_seconds")
     return [
         c["address"], str(c["pid"]), duration(c.get("connected_for")), ",".join(streams) or "-",
-        c.get("keep_up") or "-", _selection(c.get("selection")), c.get("file") or "-",
+        (c.get("keep_up") or "-") + (f" group {c['group']}" if c.get("group") else ""),
+        _selection(c.get("selection")), c.get("file") or "-",
         _per_stream(c.get("entries") or {}, streams), _per_stream(c.get("lag") or {}, streams),
         "-" if lag_s is None else f"{lag_s:.2f}", str(sum((c.get("records_sent") or {}).values())),
         size(c.get("bytes_sent") or 0), f"{c.get('rate', 0.0):.1f}", c.get("state") or "-",
@@ -79,4 +80,22 @@ def render(status: dict, where: str) -> str:
         lines.append("  ".join(cells).rstrip())
     if not clients:
         lines.append("(no clients)")
+    for g in status.get("groups") or ():
+        lines.append("")
+        lines.append(group_text(g))
     return "\n".join(lines)
+
+
+def group_text(g: dict) -> str:
+    """A group in two lines and a line per member: place, in-flight and redelivered counts."""
+    streams = g.get("streams") or []
+    linger = g.get("lingering_for")
+    head = (f"group {g['name']} ({g['distribution']}, restore {g['restore']}): {len(g['members'])} members"
+            + (f", no member: keeps its place {duration(linger)} more" if linger is not None else ""))
+    place = (f"  at {g.get('file') or '(no file yet)'} {_per_stream(g.get('entries') or {}, streams)}; "
+             f"in flight {g['in_flight']} records in {g['in_flight_ranges']} ranges; waiting to go again "
+             f"{g['returned_ranges']} ranges; handed {g['records_handed']}, redelivered "
+             f"{g['records_redelivered']}, dropped {g['records_dropped']}")
+    members = [f"  member {m['address']} (pid {m['pid']}): in flight {m['in_flight']}, handed {m['records']}"
+               for m in g["members"]]
+    return "\n".join([head, place, *members])

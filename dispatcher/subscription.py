@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 MAX_STREAMS = 64
 MAX_NAME = 256
+DISTRIBUTIONS = ("balanced", "roundrobin")
+RESTORES = ("redeliver", "drop")
 
 
 class SubscriptionError(ValueError):
@@ -83,16 +85,27 @@ class Subscription:
         sync (None or str): branch to build record sets across streams on; default None.
             Not applied in ``record`` mode (the newest record of each stream in turn).
         max_sync_delay (float): seconds to wait for a missing stream on the open file; default 2.0.
+        group (None or str): share the records with every client subscribed with this group name
+            (same streams, selection and prescale): each passing record goes to one live member;
+            default None. Group subscriptions use ``keep_up="all"`` (the default with a group).
+        distribution (str): ``"balanced"`` (whoever asks next gets the next records) or
+            ``"roundrobin"`` (members in turn); default ``"balanced"``.
+        restore (str): what becomes of the records a member was handed and had not acknowledged
+            when its session ended otherwise than by ``close()``: ``"redeliver"`` (to another member,
+            marked ``redelivered``; at least once) or ``"drop"`` (at most once); default ``"redeliver"``.
     """
 
     streams: tuple = ("DaqSnarl",)
-    keep_up: KeepUp = KeepUp.FILE
+    keep_up: KeepUp = None  # type: ignore[assignment]  # None: "file", or "all" with a group
     selection: str | Mapping[str, str] | None = None
     branches: Mapping[str, Sequence[str]] | None = None
     start: str = "current"
     prescale: int = 1
     sync: str | None = None
     max_sync_delay: float = 2.0
+    group: str | None = None
+    distribution: str = "balanced"
+    restore: str = "redeliver"
 
     def __post_init__(self):
         streams = (self.streams,) if isinstance(self.streams, str) else self.streams
@@ -102,6 +115,10 @@ class Subscription:
         if len(set(streams)) != len(streams):
             raise SubscriptionError(f"streams are repeated: {quote(list(streams))}")
         object.__setattr__(self, "streams", streams)
+        if self.group is not None:
+            _name(self.group, "group")
+        if self.keep_up is None:
+            object.__setattr__(self, "keep_up", KeepUp.ALL if self.group is not None else KeepUp.FILE)
         object.__setattr__(self, "keep_up", KeepUp.parse(self.keep_up))
 
         sel = self.selection
@@ -141,6 +158,18 @@ class Subscription:
         if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0 <= d <= 3600 or not math.isfinite(d):
             raise SubscriptionError(f"max_sync_delay must be between 0 and 3600 seconds, not {quote(d)}")
         object.__setattr__(self, "max_sync_delay", float(d))
+        if self.distribution not in DISTRIBUTIONS:
+            raise SubscriptionError(f"distribution must be one of {', '.join(map(repr, DISTRIBUTIONS))}, "
+                                    f"not {quote(self.distribution)}")
+        if self.restore not in RESTORES:
+            raise SubscriptionError(f"restore must be one of {', '.join(map(repr, RESTORES))}, "
+                                    f"not {quote(self.restore)}")
+        if self.group is not None:
+            if self.keep_up is not KeepUp.ALL:
+                raise SubscriptionError(f"a group subscription uses keep_up='all' (every record goes to one "
+                                        f"member), not {self.keep_up.value!r}")
+            if self.sync is not None:
+                raise SubscriptionError("sync cannot be used with a group: members share single records")
 
     def selection_for(self, stream: str) -> str | None:
         if isinstance(self.selection, Mapping):
@@ -163,10 +192,13 @@ class Subscription:
             "prescale": self.prescale,
             "sync": self.sync,
             "max_sync_delay": self.max_sync_delay,
+            **({"group": self.group, "distribution": self.distribution, "restore": self.restore}
+               if self.group is not None else {}),
         }
 
 
-_FIELDS = ("streams", "keep_up", "selection", "branches", "start", "prescale", "sync", "max_sync_delay")
+_FIELDS = ("streams", "keep_up", "selection", "branches", "start", "prescale", "sync", "max_sync_delay", "group",
+           "distribution", "restore")
 
 
 def from_dict(data) -> Subscription:
