@@ -122,6 +122,18 @@ def proc_status(pid: int) -> dict:
     return out
 
 
+def pss_kb(pid: int) -> int | None:
+    """Proportional set size of ``pid`` in kB (shared pages divided among their users), from
+    /proc/PID/smaps_rollup; None once it is gone or where the kernel has no such file."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of process ``pid`` so far (from /proc); NaN once it is gone."""
     try:

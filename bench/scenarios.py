@@ -55,8 +55,8 @@ class Sizes:
 
 
 SIZES = {
-    "full": Sizes("full", 2_000_000, 5, 200_000, 10_000, 5.0, (1, 8, 32), 4.0, 100, 110, 1100, 1000),
-    "quick": Sizes("quick", 1_000_000, 3, 100_000, 5_000, 2.5, (1, 8, 32), 2.0, 100, 50, 256, 300),
+    "full": Sizes("full", 2_000_000, 5, 200_000, 10_000, 5.0, (1, 8, 32, 64), 4.0, 100, 110, 1100, 1000),
+    "quick": Sizes("quick", 1_000_000, 3, 100_000, 5_000, 2.5, (1, 8, 32, 64), 2.0, 100, 50, 256, 300),
     "smoke": Sizes("smoke", 20_000, 1, 2_000, 200, 0.5, (1, 2), 0.3, 8, 2, 6, 10),
 }
 
@@ -600,8 +600,12 @@ def _fanout_uproot(path, _port, ready, go, start_stop, out):
         out.put(f"{type(exc).__name__}: {exc}")
 
 
-def _run_clients(target, arg0, arg1, k: int, seconds: float) -> list[int]:
-    """Start k processes running ``target``; all read for the same ``seconds``; their record counts."""
+def _run_clients(target, arg0, arg1, k: int, seconds: float, measured=None) -> tuple[list[int], list[int]]:
+    """Start k processes running ``target``; all read for the same ``seconds``.
+
+    Returns their record counts and the PSS (kB) of each process ``measured(reader pids)`` names,
+    read from /proc halfway through the reading (default: the readers themselves).
+    """
     ctx = multiprocessing.get_context("fork")
     ready, out, go = ctx.Queue(), ctx.Queue(), ctx.Event()
     start_stop = ctx.Array("d", 2)
@@ -609,11 +613,14 @@ def _run_clients(target, arg0, arg1, k: int, seconds: float) -> list[int]:
     for p in procs:
         p.start()
     try:
-        for _ in range(k):
-            ready.get(timeout=120)
+        pids = [ready.get(timeout=120) for _ in range(k)]
         start_stop[0] = time.time() + 0.1
         start_stop[1] = start_stop[0] + seconds
         go.set()
+        pss = []
+        if -1 not in pids:
+            time.sleep(max(0.0, start_stop[0] + seconds / 2 - time.time()))
+            pss = [kb for kb in map(common.pss_kb, (measured or list)(pids)) if kb is not None]
         counts = [out.get(timeout=seconds + 120) for _ in range(k)]
     finally:
         for p in procs:
@@ -624,7 +631,13 @@ def _run_clients(target, arg0, arg1, k: int, seconds: float) -> list[int]:
     bad = [c for c in counts if not isinstance(c, int)]
     if bad:
         raise RuntimeError(f"a fan-out client failed: {bad[0]}")
-    return counts
+    return counts, pss
+
+
+def _fmt_pss(kb: list[int]) -> str:
+    if not kb:
+        return "—"
+    return f"{sum(kb) / len(kb) / 1024:.0f} MB ({max(kb) / 1024:.0f} MB)"
 
 
 def scenario_fanout(bench: Bench) -> Section:
@@ -633,15 +646,19 @@ def scenario_fanout(bench: Bench) -> Section:
     single = None
     server = bench.server
     for k in s.fanout:
-        dds = _run_clients(_fanout_dds, server.host, server.port, k, s.fanout_seconds)
-        loc = _run_clients(_fanout_uproot, bench.flat_path, 0, k, s.fanout_seconds)
+        dds, dds_pss = _run_clients(_fanout_dds, server.host, server.port, k, s.fanout_seconds,
+                                    measured=lambda _readers: server.children())
+        loc, loc_pss = _run_clients(_fanout_uproot, bench.flat_path, 0, k, s.fanout_seconds)
+        if len(dds_pss) < k:
+            raise RuntimeError(f"PSS read for {len(dds_pss)} of {k} serving children "
+                               f"(no /proc/PID/smaps_rollup, or the children ended early)")
         agg, lagg = sum(dds) / s.fanout_seconds, sum(loc) / s.fanout_seconds
         share = min(dds) / (sum(dds) / k)
         lshare = min(loc) / (sum(loc) / k)
         if single is None:
             single = agg
-        rows.append([str(k), fmt_rate(agg), f"{share:.2f}", f"{ratio(agg, single):.2f}", fmt_rate(lagg),
-                     f"{lshare:.2f}", f"{ratio(agg, lagg):.2f}"])
+        rows.append([str(k), fmt_rate(agg), f"{share:.2f}", f"{ratio(agg, single):.2f}", _fmt_pss(dds_pss),
+                     fmt_rate(lagg), f"{lshare:.2f}", _fmt_pss(loc_pss), f"{ratio(agg, lagg):.2f}"])
         clients, readers = ("client", "reader") if k == 1 else ("clients", "readers")
         summary.append(Summary(f"5. fan-out, {k} {clients}: aggregate", fmt_rate(agg),
                                f"{k} local uproot {readers} {fmt_rate(lagg)}", ratio(agg, lagg), ">= 0.5",
@@ -650,15 +667,24 @@ def scenario_fanout(bench: Bench) -> Section:
             summary.append(Summary(f"5. fan-out, {k} clients: slowest share", f"{share:.2f} of fair share",
                                    f"local readers {lshare:.2f}", ratio(share, lshare), "share >= 0.5",
                                    share >= 0.5))
+        if k == max(s.fanout):
+            mean, lmean = sum(dds_pss) / len(dds_pss), sum(loc_pss) / max(1, len(loc_pss))
+            summary.append(Summary(f"5. fan-out, {k} {clients}: PSS per serving child, mean (max)",
+                                   _fmt_pss(dds_pss), f"per local reader {_fmt_pss(loc_pss)}", ratio(mean, lmean),
+                                   "(reported)", None))
     sec = Section(
         "5", "Fan-out: concurrent clients on the same data",
-        ["clients", "DDS aggregate records/s", "slowest client's share", "vs 1 client", "local uproot readers",
-         "their slowest share", "DDS / local"], rows, summary=summary,
+        ["clients", "DDS aggregate records/s", "slowest client's share", "vs 1 client",
+         "PSS per serving child, mean (max)", "local uproot readers", "their slowest share",
+         "PSS per local reader, mean (max)", "DDS / local"], rows, summary=summary,
         notes=[f"Each client is its own process (fork) reading next_batch(10000) from the same closed file for "
-               f"{s.fanout_seconds:g} s, all starting together; server started with -m 40. "
+               f"{s.fanout_seconds:g} s, all starting together; server started with -m {bench.max_clients}. "
                f"'Slowest client's share' is the slowest client's records over the mean (1.00 is perfectly fair). "
                f"The local baseline is the same number of processes each running uproot's iterate over the file "
                f"(numpy arrays, step 10000). "
+               f"PSS (proportional set size: each shared page divided among the processes that map it) is read "
+               f"from /proc/PID/smaps_rollup of every serving child, and of every local reader, halfway through "
+               f"the reading; the local readers are forks of the bench process, so they share its pages. "
                f"The machine has {os.cpu_count()} cores: aggregate throughput cannot grow beyond them."],
     )
     return sec
