@@ -134,6 +134,21 @@ def pss_kb(pid: int) -> int | None:
     return None
 
 
+def children_of(pid: int) -> list[int]:
+    """Process ids whose parent is ``pid``, from every /proc/N/stat (/proc/PID/task/PID/children can miss
+    children while they run, as the kernel's documentation warns)."""
+    out = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                fields = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                out.append(int(name))
+    return out
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of process ``pid`` so far (from /proc); NaN once it is gone."""
     try:

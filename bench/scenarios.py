@@ -553,7 +553,7 @@ def scenario_live_latency(bench: Bench) -> Section:
 # --------------------------------------------------------------------------- 5. fan-out
 
 
-def _fanout_dds(host, port, ready, go, start_stop, out):
+def _fanout_dds(host, port, ready, go, start_stop, out, release):
     from clients import DDSClient, Subscription
 
     n = 0
@@ -571,14 +571,15 @@ def _fanout_dds(host, port, ready, go, start_stop, out):
                 c.go_to_file(FLAT_FILE)
                 continue
             n += len(b)
-        c.close()
         out.put(n)
+        release.wait(120)  # connected, so that the serving child's memory can be read
+        c.close()
     except BaseException as exc:  # report, never hang the runner
         ready.put(-1)
         out.put(f"{type(exc).__name__}: {exc}")
 
 
-def _fanout_uproot(path, _port, ready, go, start_stop, out):
+def _fanout_uproot(path, _port, ready, go, start_stop, out, release):
     import uproot
 
     n = 0
@@ -595,6 +596,7 @@ def _fanout_uproot(path, _port, ready, go, start_stop, out):
                 if time.time() >= stop:
                     break
         out.put(n)
+        release.wait(120)
     except BaseException as exc:
         ready.put(-1)
         out.put(f"{type(exc).__name__}: {exc}")
@@ -603,13 +605,16 @@ def _fanout_uproot(path, _port, ready, go, start_stop, out):
 def _run_clients(target, arg0, arg1, k: int, seconds: float, measured=None) -> tuple[list[int], list[int]]:
     """Start k processes running ``target``; all read for the same ``seconds``.
 
-    Returns their record counts and the PSS (kB) of each process ``measured(reader pids)`` names,
-    read from /proc halfway through the reading (default: the readers themselves).
+    Returns their record counts and the PSS (kB) of each process ``measured(reader pids)`` names
+    (default: the readers themselves), read from /proc once every reader is done but before any lets
+    go (a DDS client stays connected, so its serving child is still there with what it used). While
+    all of them read, every core is busy and reading /proc takes longer than the reading itself.
     """
     ctx = multiprocessing.get_context("fork")
-    ready, out, go = ctx.Queue(), ctx.Queue(), ctx.Event()
+    ready, out, go, release = ctx.Queue(), ctx.Queue(), ctx.Event(), ctx.Event()
     start_stop = ctx.Array("d", 2)
-    procs = [ctx.Process(target=target, args=(arg0, arg1, ready, go, start_stop, out), daemon=True) for _ in range(k)]
+    procs = [ctx.Process(target=target, args=(arg0, arg1, ready, go, start_stop, out, release), daemon=True)
+             for _ in range(k)]
     for p in procs:
         p.start()
     try:
@@ -617,12 +622,11 @@ def _run_clients(target, arg0, arg1, k: int, seconds: float, measured=None) -> t
         start_stop[0] = time.time() + 0.1
         start_stop[1] = start_stop[0] + seconds
         go.set()
-        pss = []
-        if -1 not in pids:
-            time.sleep(max(0.0, start_stop[0] + seconds / 2 - time.time()))
-            pss = [kb for kb in map(common.pss_kb, (measured or list)(pids)) if kb is not None]
         counts = [out.get(timeout=seconds + 120) for _ in range(k)]
+        ok = -1 not in pids and all(isinstance(c, int) for c in counts)
+        pss = [kb for kb in map(common.pss_kb, (measured or list)(pids)) if kb is not None] if ok else []
     finally:
+        release.set()
         for p in procs:
             p.join(timeout=30)
             if p.is_alive():
@@ -647,7 +651,7 @@ def scenario_fanout(bench: Bench) -> Section:
     server = bench.server
     for k in s.fanout:
         dds, dds_pss = _run_clients(_fanout_dds, server.host, server.port, k, s.fanout_seconds,
-                                    measured=lambda _readers: server.children())
+                                    measured=lambda _readers: common.children_of(server.pid))
         loc, loc_pss = _run_clients(_fanout_uproot, bench.flat_path, 0, k, s.fanout_seconds)
         if len(dds_pss) < k:
             raise RuntimeError(f"PSS read for {len(dds_pss)} of {k} serving children "
@@ -683,8 +687,9 @@ def scenario_fanout(bench: Bench) -> Section:
                f"The local baseline is the same number of processes each running uproot's iterate over the file "
                f"(numpy arrays, step 10000). "
                f"PSS (proportional set size: each shared page divided among the processes that map it) is read "
-               f"from /proc/PID/smaps_rollup of every serving child, and of every local reader, halfway through "
-               f"the reading; the local readers are forks of the bench process, so they share its pages. "
+               f"from /proc/PID/smaps_rollup of every serving child, and of every local reader, right after the "
+               f"reading while every client is still connected; the local readers are forks of the bench "
+               f"process, so they share its pages. "
                f"The machine has {os.cpu_count()} cores: aggregate throughput cannot grow beyond them."],
     )
     return sec
