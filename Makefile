@@ -31,14 +31,15 @@ lint: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/ddsdemo
 
-bench: $(STAMP)
+# scenarios 1 and 2 read the file through a real XRootD server beside DDS
+bench: $(STAMP) xrootd-server
 	$(PY) -m bench.run
 
 # compressed wire over a throttled link, and data read through XRootD
 bench-remote: $(STAMP) xrootd-server
 	$(PY) -m bench.remote
 
-bench-quick: $(STAMP)
+bench-quick: $(STAMP) xrootd-server
 	BENCH_QUICK=1 $(PY) -m bench.run
 
 # every stream of every file of the full corpus (DDS_CORPUS, default ../shared/corpus) against uproot

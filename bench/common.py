@@ -122,6 +122,33 @@ def proc_status(pid: int) -> dict:
     return out
 
 
+def pss_kb(pid: int) -> int | None:
+    """Proportional set size of ``pid`` in kB (shared pages divided among their users), from
+    /proc/PID/smaps_rollup; None once it is gone or where the kernel has no such file."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def children_of(pid: int) -> list[int]:
+    """Process ids whose parent is ``pid``, from every /proc/N/stat (/proc/PID/task/PID/children can miss
+    children while they run, as the kernel's documentation warns)."""
+    out = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                fields = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                out.append(int(name))
+    return out
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of process ``pid`` so far (from /proc); NaN once it is gone."""
     try:

@@ -23,7 +23,7 @@ import numpy as np
 
 from dispatcher.testing import ServerProc
 
-from . import common, selection_speed
+from . import common, peers, selection_speed
 from .common import STREAM, bytes_received, cpu_seconds, median, percentile, proc_status
 
 FLAT_FILE = "F0001_flat.root"
@@ -55,8 +55,8 @@ class Sizes:
 
 
 SIZES = {
-    "full": Sizes("full", 2_000_000, 5, 200_000, 10_000, 5.0, (1, 8, 32), 4.0, 100, 110, 1100, 1000),
-    "quick": Sizes("quick", 1_000_000, 3, 100_000, 5_000, 2.5, (1, 8, 32), 2.0, 100, 50, 256, 300),
+    "full": Sizes("full", 2_000_000, 5, 200_000, 10_000, 5.0, (1, 8, 32, 64), 4.0, 100, 110, 1100, 1000),
+    "quick": Sizes("quick", 1_000_000, 3, 100_000, 5_000, 2.5, (1, 8, 32, 64), 2.0, 100, 50, 256, 300),
     "smoke": Sizes("smoke", 20_000, 1, 2_000, 200, 0.5, (1, 2), 0.3, 8, 2, 6, 10),
 }
 
@@ -127,6 +127,8 @@ class Bench:
         self.data.mkdir(parents=True, exist_ok=True)
         self._server: ServerProc | None = None
         self._daq: tuple | None = None
+        self._xrootd: peers.XRootDPeer | None = None
+        self._flight: peers.FlightPeer | None = None
         self.results: dict = {}  # figures later scenarios compare with
         t0 = time.perf_counter()
         self.flat_size = common.write_flat(self.data / FLAT_FILE, sizes.records)
@@ -153,10 +155,27 @@ class Bench:
         return self._daq
 
     @property
+    def max_clients(self) -> int:
+        return max(40, max(self.sizes.fanout) + 8)
+
+    @property
     def server(self) -> ServerProc:
         if self._server is None:
-            self._server = ServerProc(self.data, "-m", "40", log_file=self.workdir / "server.log")
+            self._server = ServerProc(self.data, "-m", str(self.max_clients), log_file=self.workdir / "server.log")
         return self._server
+
+    def xrootd_peer(self) -> peers.XRootDPeer:
+        """A real XRootD server on loopback exporting a copy of the flat file; made once."""
+        if self._xrootd is None:
+            self._xrootd = peers.XRootDPeer(self.flat_path)
+        return self._xrootd
+
+    def flight_peer(self) -> peers.FlightPeer:
+        """An Arrow Flight server (own process) that reads with uproot; made once."""
+        if self._flight is None:
+            self._flight = peers.FlightPeer()
+            self._flight.read(self.flat_path, BIG_BATCH)  # warm: its imports, the file's metadata
+        return self._flight
 
     def client(self, **kw):
         from clients import DDSClient
@@ -171,12 +190,19 @@ class Bench:
         return c
 
     def close(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
-        if self._daq is not None:
-            self._daq[0].stop()
-            self._daq = None
+        """Stop every process the scenarios started (each tried even when another fails to stop)."""
+        stops = [(self._server, ServerProc.stop), (self._daq and self._daq[0], ServerProc.stop),
+                 (self._xrootd, peers.XRootDPeer.close), (self._flight, peers.FlightPeer.close)]
+        self._server = self._daq = self._xrootd = self._flight = None
+        errors = []
+        for thing, stop in stops:
+            if thing is not None:
+                try:
+                    stop(thing)
+                except Exception as exc:
+                    errors.append(exc)
+        if errors:
+            raise errors[0]
 
 
 
@@ -272,8 +298,12 @@ def _cpu_note(bench: Bench, n: int, expected: int, selection: str | None, cut) -
 
 
 def scenario_all_records(bench: Bench) -> Section:
+    import uproot
+
     n = bench.sizes.records
-    t_big, t_small, t_np, t_ak = [], [], [], []
+    xrd, flight = bench.xrootd_peer(), bench.flight_peer()
+    columns = uproot.open(bench.flat_path)[STREAM].arrays(library="np")
+    t_big, t_small, t_np, t_ak, t_xrd, t_fl, t_page, t_tcp = ([] for _ in range(8))
     for _ in range(bench.sizes.repeat):
         t, got, nbytes, wire = _read_dds(bench, n, BIG_BATCH)
         t_big.append(t)
@@ -283,44 +313,84 @@ def scenario_all_records(bench: Bench) -> Section:
         t_np.append(t)
         t, agot, _ab = _read_uproot(bench.flat_path, BIG_BATCH)
         t_ak.append(t)
-    if {got, got_small, bgot, agot} != {n}:
-        raise RuntimeError(f"read {got}/{got_small} records through DDS and {bgot}/{agot} with uproot, expected {n}")
+        t, xgot, _xb = xrd.read(BIG_BATCH)
+        t_xrd.append(t)
+        t, fgot, _fb = flight.read(bench.flat_path, BIG_BATCH)
+        t_fl.append(t)
+        t, file_bytes = peers.read_page_cache(bench.flat_path)
+        t_page.append(t)
+        t, tcp_bytes = peers.read_loopback(columns, BIG_BATCH)
+        t_tcp.append(t)
+    del columns
+    if {got, got_small, bgot, agot, xgot, fgot} != {n} or tcp_bytes != bbytes:
+        raise RuntimeError(f"read {got}/{got_small} records through DDS, {bgot}/{agot} with uproot, {xgot} "
+                           f"through XRootD, {fgot} through Flight, expected {n}; {tcp_bytes} bytes over "
+                           f"plain TCP, expected {bbytes}")
     dds, small, base, akr = n / min(t_big), n / min(t_small), n / min(t_np), n / min(t_ak)
+    xrr, flr, pager, tcpr = n / min(t_xrd), n / min(t_fl), n / min(t_page), n / min(t_tcp)
     bench.results["all_rate"] = dds
     bench.results["all_mbs"] = nbytes / min(t_big)
     bench.results["all_bytes"] = nbytes
     r = ratio(dds, base)
 
-    def row(name, rate, times, nb):
-        return [name, fmt_rate(rate), fmt_mb(nb / min(times)), f"{min(times):.3f}", f"{median(times):.3f}",
-                f"{ratio(rate, base):.2f}"]
+    def row(name, rate, times, nb, what=""):
+        return [name, fmt_rate(rate), fmt_mb(nb / min(times)) + what, f"{min(times):.3f}", f"{median(times):.3f}",
+                f"{ratio(rate, base):.2f}", f"{ratio(dds, rate):.2f}"]
 
     rows = [
         row(f"DDS next_batch({BIG_BATCH})", dds, t_big, nbytes),
         row(f"DDS next_batch({BATCH})", small, t_small, nbytes),
         row(f"uproot.iterate(step_size={BIG_BATCH}, library='np'), local (baseline)", base, t_np, bbytes),
         row(f"uproot.iterate(step_size={BIG_BATCH}, library='ak'), local", akr, t_ak, bbytes),
+        row("peer: uproot.iterate(library='np') through XRootD on loopback (root://127.0.0.1)", xrr, t_xrd, bbytes),
+        row(f"peer: Arrow Flight server (uproot, numpy), record batches of {BIG_BATCH}", flr, t_fl, bbytes),
+        row("limit: the file's bytes read from the page cache", pager, t_page, file_bytes, " (file bytes)"),
+        row(f"limit: the column bytes over plain TCP on loopback, {BIG_BATCH}-record sends", tcpr, t_tcp, tcp_bytes),
     ]
     wire_share = wire / nbytes
     sec = Section(
         "1", "All records of a closed file",
-        ["reader", "records/s", "MB/s (uncompressed)", "best s", "median s", "ratio"], rows,
+        ["reader", "records/s", "MB/s (uncompressed)", "best s", "median s", "ratio to local numpy",
+         f"DDS next_batch({BIG_BATCH}) / this"], rows,
         notes=[f"{n:,} records of a 5-branch flat stream ({common.FLAT_RECORD_BYTES} bytes/record uncompressed), "
                f"written once with uproot in extends of 100,000 (one basket per branch each), file "
-               f"{bench.flat_size / 1e6:.1f} MB (zlib). {bench.sizes.repeat} runs each, DDS and local alternating; "
+               f"{bench.flat_size / 1e6:.1f} MB (zlib). {bench.sizes.repeat} runs each, every reader in turn; "
                f"a DDS run is timed from its first request after subscribing (connecting is scenario 6) to its "
                f"last record. The baseline is the fastest local reader: numpy arrays straight from uproot; "
                f"awkward arrays (what DDS hands out) are shown beside it. Bytes on the wire for DDS: "
-               f"{wire / 1e6:.1f} MB for {nbytes / 1e6:.1f} MB of column data ({wire_share:.2f}x)."],
+               f"{wire / 1e6:.1f} MB for {nbytes / 1e6:.1f} MB of column data ({wire_share:.2f}x).",
+               "Peers, what a remote user could run instead: (a) Debian's xrootd server on 127.0.0.1 exporting a "
+               "copy of the file, read with uproot.iterate on its root:// URL (numpy arrays, uproot's default "
+               "handler for root://, fsspec-xrootd; the time includes opening the file, as for the local "
+               "baseline); (b) an Arrow Flight server in its own process (bench/peers.py) that reads the file "
+               "with uproot.iterate (numpy arrays) and streams each step as one Arrow record batch of the five "
+               "columns; the client, connected beforehand, is timed from do_get to the last batch. Limits: the "
+               "file read into one reused 4 MiB buffer from the page cache (records/s counts the records that "
+               "file holds), and the column bytes sent by a forked process over a plain TCP socket to this one "
+               "in 50,000-record sends, each received into a new buffer (as scenario 8's sender), timed from the "
+               "go byte to the connected sender to the last byte. No reader of this file can beat the first, and "
+               "none that gets it over a socket the second."],
     )
     sec.notes.append(_cpu_note(bench, n, n, None, None))
     sec.summary.append(Summary(f"1. all records, next_batch({BIG_BATCH})",
                                f"{fmt_rate(dds)} ({fmt_mb(nbytes / min(t_big))})",
                                f"uproot numpy {fmt_rate(base)}", r, ">= 0.9", r >= 0.9))
+    sec.summary.append(Summary(f"1. all records, next_batch({BIG_BATCH}) vs uproot through XRootD",
+                               fmt_rate(dds), f"uproot over XRootD on loopback {fmt_rate(xrr)}", ratio(dds, xrr),
+                               ">= 1.2", ratio(dds, xrr) >= 1.2))
+    sec.summary.append(Summary(f"1. all records, next_batch({BIG_BATCH}) vs an Arrow Flight server",
+                               fmt_rate(dds), f"Flight (uproot numpy) {fmt_rate(flr)}", ratio(dds, flr),
+                               ">= 1.0", ratio(dds, flr) >= 1.0))
     sec.summary.append(Summary(f"1. all records, next_batch({BATCH})", fmt_rate(small),
                                f"uproot numpy {fmt_rate(base)}", ratio(small, base), "(reported)", None))
     sec.summary.append(Summary("1. uproot awkward (what DDS hands out), local", fmt_rate(akr),
                                f"uproot numpy {fmt_rate(base)}", ratio(akr, base), "(reported)", None))
+    sec.summary.append(Summary("1. limit: column bytes over plain TCP on loopback",
+                               fmt_mb(nbytes / min(t_big)), f"plain TCP {fmt_mb(tcp_bytes / min(t_tcp))}",
+                               ratio(dds, tcpr), "(reported)", None))
+    sec.summary.append(Summary("1. limit: the file from the page cache", fmt_rate(dds),
+                               f"page cache {fmt_rate(pager)} ({fmt_mb(file_bytes / min(t_page))} of file)",
+                               ratio(dds, pager), "(reported)", None))
     sec.summary.append(Summary("1. bytes on the wire / column bytes, flat", f"{wire / 1e6:.1f} MB",
                                f"columns {nbytes / 1e6:.1f} MB", wire_share, "<= 1.1", wire_share <= 1.1))
     return sec
@@ -338,7 +408,8 @@ def _cut(arrays):
 def scenario_selective_cut(bench: Bench) -> Section:
     n = bench.sizes.records
     expected = (n + CUT_EVERY - 1) // CUT_EVERY
-    dds_t, base_t, ak_t = [], [], []
+    xrd, flight = bench.xrootd_peer(), bench.flight_peer()
+    dds_t, base_t, ak_t, xrd_t, fl_t = [], [], [], [], []
     for _ in range(bench.sizes.repeat):
         t, got, nbytes, wire = _read_dds(bench, expected, BIG_BATCH, selection=f"evt % {CUT_EVERY} == 0")
         dds_t.append(t)
@@ -346,9 +417,15 @@ def scenario_selective_cut(bench: Bench) -> Section:
         base_t.append(t)
         t, agot, _b = _read_uproot(bench.flat_path, BIG_BATCH, cut=_cut)
         ak_t.append(t)
-    if {got, bgot, agot} != {expected}:
-        raise RuntimeError(f"cut passed {got} records through DDS and {bgot}/{agot} locally, expected {expected}")
+        t, xgot, _b = xrd.read(BIG_BATCH, CUT_EVERY)
+        xrd_t.append(t)
+        t, fgot, fbytes = flight.read(bench.flat_path, BIG_BATCH, CUT_EVERY)
+        fl_t.append(t)
+    if {got, bgot, agot, xgot, fgot} != {expected}:
+        raise RuntimeError(f"cut passed {got} records through DDS, {bgot}/{agot} locally, {xgot} through XRootD "
+                           f"and {fgot} through Flight, expected {expected}")
     dds, base, akr = n / min(dds_t), n / min(base_t), n / min(ak_t)
+    xrr, flr = n / min(xrd_t), n / min(fl_t)
     r = ratio(dds, base)
     wire_share = wire / bench.flat_size
     rows = [
@@ -358,16 +435,27 @@ def scenario_selective_cut(bench: Bench) -> Section:
          f"{bench.flat_size / 1e6:.2f} MB (file)", f"{min(base_t):.3f}", "1.00"],
         ["uproot.iterate(library='ak') + awkward mask, local", fmt_rate(akr), f"{agot:,}",
          f"{bench.flat_size / 1e6:.2f} MB (file)", f"{min(ak_t):.3f}", f"{ratio(akr, base):.2f}"],
+        ["peer: uproot.iterate(library='np') through XRootD on loopback + numpy mask", fmt_rate(xrr), f"{xgot:,}",
+         f"{bench.flat_size / 1e6:.2f} MB (file)", f"{min(xrd_t):.3f}", f"{ratio(xrr, base):.2f}"],
+        ["peer: Arrow Flight server, numpy mask before sending", fmt_rate(flr), f"{fgot:,}",
+         f"{fbytes / 1e6:.2f} MB (batches)", f"{min(fl_t):.3f}", f"{ratio(flr, base):.2f}"],
     ]
     sec = Section(
         "2", f"Selective cut (1% pass: evt % {CUT_EVERY} == 0)",
         ["reader", "records scanned/s", "records passed", "bytes moved", "best s", "ratio"], rows,
         notes=[f"Rates count every record scanned ({n:,}). DDS sends {wire_share:.1%} of the file's bytes "
-               f"over the wire; the local reader has to have the whole file."],
+               f"over the wire; the local reader has to have the whole file, and so has uproot through XRootD. "
+               f"The peers are those of scenario 1: the XRootD reader applies the same numpy mask after reading, "
+               f"the Flight server applies it to each step before making its record batch."],
     )
     sec.notes.append(_cpu_note(bench, n, expected, f"evt % {CUT_EVERY} == 0", _cut))
     sec.summary.append(Summary("2. selective cut (1%)", fmt_rate(dds), f"uproot numpy + mask {fmt_rate(base)}", r,
                                ">= 1.0", r >= 1.0))
+    sec.summary.append(Summary("2. selective cut (1%) vs uproot through XRootD + mask", fmt_rate(dds),
+                               f"uproot over XRootD on loopback {fmt_rate(xrr)}", ratio(dds, xrr), "(reported)",
+                               None))
+    sec.summary.append(Summary("2. selective cut (1%) vs an Arrow Flight server cutting", fmt_rate(dds),
+                               f"Flight (uproot numpy + mask) {fmt_rate(flr)}", ratio(dds, flr), "(reported)", None))
     sec.summary.append(Summary("2. bytes on the wire / file bytes", f"{wire / 1e6:.2f} MB",
                                f"file {bench.flat_size / 1e6:.1f} MB", wire_share, "(reported)", None))
     _add_selection_speed(sec, bench.sizes.repeat)
@@ -465,7 +553,7 @@ def scenario_live_latency(bench: Bench) -> Section:
 # --------------------------------------------------------------------------- 5. fan-out
 
 
-def _fanout_dds(host, port, ready, go, start_stop, out):
+def _fanout_dds(host, port, ready, go, start_stop, out, release):
     from clients import DDSClient, Subscription
 
     n = 0
@@ -483,14 +571,15 @@ def _fanout_dds(host, port, ready, go, start_stop, out):
                 c.go_to_file(FLAT_FILE)
                 continue
             n += len(b)
-        c.close()
         out.put(n)
+        release.wait(120)  # connected, so that the serving child's memory can be read
+        c.close()
     except BaseException as exc:  # report, never hang the runner
         ready.put(-1)
         out.put(f"{type(exc).__name__}: {exc}")
 
 
-def _fanout_uproot(path, _port, ready, go, start_stop, out):
+def _fanout_uproot(path, _port, ready, go, start_stop, out, release):
     import uproot
 
     n = 0
@@ -507,27 +596,37 @@ def _fanout_uproot(path, _port, ready, go, start_stop, out):
                 if time.time() >= stop:
                     break
         out.put(n)
+        release.wait(120)
     except BaseException as exc:
         ready.put(-1)
         out.put(f"{type(exc).__name__}: {exc}")
 
 
-def _run_clients(target, arg0, arg1, k: int, seconds: float) -> list[int]:
-    """Start k processes running ``target``; all read for the same ``seconds``; their record counts."""
+def _run_clients(target, arg0, arg1, k: int, seconds: float, measured=None) -> tuple[list[int], list[int]]:
+    """Start k processes running ``target``; all read for the same ``seconds``.
+
+    Returns their record counts and the PSS (kB) of each process ``measured(reader pids)`` names
+    (default: the readers themselves), read from /proc once every reader is done but before any lets
+    go (a DDS client stays connected, so its serving child is still there with what it used). While
+    all of them read, every core is busy and reading /proc takes longer than the reading itself.
+    """
     ctx = multiprocessing.get_context("fork")
-    ready, out, go = ctx.Queue(), ctx.Queue(), ctx.Event()
+    ready, out, go, release = ctx.Queue(), ctx.Queue(), ctx.Event(), ctx.Event()
     start_stop = ctx.Array("d", 2)
-    procs = [ctx.Process(target=target, args=(arg0, arg1, ready, go, start_stop, out), daemon=True) for _ in range(k)]
+    procs = [ctx.Process(target=target, args=(arg0, arg1, ready, go, start_stop, out, release), daemon=True)
+             for _ in range(k)]
     for p in procs:
         p.start()
     try:
-        for _ in range(k):
-            ready.get(timeout=120)
+        pids = [ready.get(timeout=120) for _ in range(k)]
         start_stop[0] = time.time() + 0.1
         start_stop[1] = start_stop[0] + seconds
         go.set()
         counts = [out.get(timeout=seconds + 120) for _ in range(k)]
+        ok = -1 not in pids and all(isinstance(c, int) for c in counts)
+        pss = [kb for kb in map(common.pss_kb, (measured or list)(pids)) if kb is not None] if ok else []
     finally:
+        release.set()
         for p in procs:
             p.join(timeout=30)
             if p.is_alive():
@@ -536,7 +635,13 @@ def _run_clients(target, arg0, arg1, k: int, seconds: float) -> list[int]:
     bad = [c for c in counts if not isinstance(c, int)]
     if bad:
         raise RuntimeError(f"a fan-out client failed: {bad[0]}")
-    return counts
+    return counts, pss
+
+
+def _fmt_pss(kb: list[int]) -> str:
+    if not kb:
+        return "—"
+    return f"{sum(kb) / len(kb) / 1024:.0f} MB ({max(kb) / 1024:.0f} MB)"
 
 
 def scenario_fanout(bench: Bench) -> Section:
@@ -545,15 +650,19 @@ def scenario_fanout(bench: Bench) -> Section:
     single = None
     server = bench.server
     for k in s.fanout:
-        dds = _run_clients(_fanout_dds, server.host, server.port, k, s.fanout_seconds)
-        loc = _run_clients(_fanout_uproot, bench.flat_path, 0, k, s.fanout_seconds)
+        dds, dds_pss = _run_clients(_fanout_dds, server.host, server.port, k, s.fanout_seconds,
+                                    measured=lambda _readers: common.children_of(server.pid))
+        loc, loc_pss = _run_clients(_fanout_uproot, bench.flat_path, 0, k, s.fanout_seconds)
+        if len(dds_pss) < k:
+            raise RuntimeError(f"PSS read for {len(dds_pss)} of {k} serving children "
+                               f"(no /proc/PID/smaps_rollup, or the children ended early)")
         agg, lagg = sum(dds) / s.fanout_seconds, sum(loc) / s.fanout_seconds
         share = min(dds) / (sum(dds) / k)
         lshare = min(loc) / (sum(loc) / k)
         if single is None:
             single = agg
-        rows.append([str(k), fmt_rate(agg), f"{share:.2f}", f"{ratio(agg, single):.2f}", fmt_rate(lagg),
-                     f"{lshare:.2f}", f"{ratio(agg, lagg):.2f}"])
+        rows.append([str(k), fmt_rate(agg), f"{share:.2f}", f"{ratio(agg, single):.2f}", _fmt_pss(dds_pss),
+                     fmt_rate(lagg), f"{lshare:.2f}", _fmt_pss(loc_pss), f"{ratio(agg, lagg):.2f}"])
         clients, readers = ("client", "reader") if k == 1 else ("clients", "readers")
         summary.append(Summary(f"5. fan-out, {k} {clients}: aggregate", fmt_rate(agg),
                                f"{k} local uproot {readers} {fmt_rate(lagg)}", ratio(agg, lagg), ">= 0.5",
@@ -562,15 +671,25 @@ def scenario_fanout(bench: Bench) -> Section:
             summary.append(Summary(f"5. fan-out, {k} clients: slowest share", f"{share:.2f} of fair share",
                                    f"local readers {lshare:.2f}", ratio(share, lshare), "share >= 0.5",
                                    share >= 0.5))
+        if k == max(s.fanout):
+            mean, lmean = sum(dds_pss) / len(dds_pss), sum(loc_pss) / max(1, len(loc_pss))
+            summary.append(Summary(f"5. fan-out, {k} {clients}: PSS per serving child, mean (max)",
+                                   _fmt_pss(dds_pss), f"per local reader {_fmt_pss(loc_pss)}", ratio(mean, lmean),
+                                   "(reported)", None))
     sec = Section(
         "5", "Fan-out: concurrent clients on the same data",
-        ["clients", "DDS aggregate records/s", "slowest client's share", "vs 1 client", "local uproot readers",
-         "their slowest share", "DDS / local"], rows, summary=summary,
+        ["clients", "DDS aggregate records/s", "slowest client's share", "vs 1 client",
+         "PSS per serving child, mean (max)", "local uproot readers", "their slowest share",
+         "PSS per local reader, mean (max)", "DDS / local"], rows, summary=summary,
         notes=[f"Each client is its own process (fork) reading next_batch(10000) from the same closed file for "
-               f"{s.fanout_seconds:g} s, all starting together; server started with -m 40. "
+               f"{s.fanout_seconds:g} s, all starting together; server started with -m {bench.max_clients}. "
                f"'Slowest client's share' is the slowest client's records over the mean (1.00 is perfectly fair). "
                f"The local baseline is the same number of processes each running uproot's iterate over the file "
                f"(numpy arrays, step 10000). "
+               f"PSS (proportional set size: each shared page divided among the processes that map it) is read "
+               f"from /proc/PID/smaps_rollup of every serving child, and of every local reader, right after the "
+               f"reading while every client is still connected; the local readers are forks of the bench "
+               f"process, so they share its pages. "
                f"The machine has {os.cpu_count()} cores: aggregate throughput cannot grow beyond them."],
     )
     return sec

@@ -49,6 +49,12 @@ def test_bench_runner_writes_every_scenario_with_sane_numbers(tmp_path):
         if row["baseline"] != "—":
             r = row["ratio"]
             assert isinstance(r, float) and math.isfinite(r) and 0 < r < 1e6, row
+    # the peers and limits are measured in the same run, not skipped: XRootD (make test installs the
+    # server), Arrow Flight (the bench extra), loopback TCP and the page cache; memory per fan-out child
+    names = [row["scenario"] for row in rows]
+    for wanted in ("vs uproot through XRootD", "vs an Arrow Flight server", "limit: column bytes over plain TCP",
+                   "limit: the file from the page cache", "PSS per serving child"):
+        assert any(wanted in name for name in names), f"no summary row {wanted!r} in {names}"
     # summary lines are in the markdown table too, each with its ratio
     summary = text.split("## Summary", 1)[1].split("\n## ", 1)[0]
     assert sum(1 for line in summary.splitlines() if line.startswith("| ") and not line.startswith("| scenario")) \
