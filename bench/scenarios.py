@@ -977,4 +977,11 @@ SCENARIOS = [
     ("6", "connect", scenario_connection),
     ("7", "memory", scenario_memory),
     ("8", "raw", scenario_raw_transport),
+    ("9", "groups", lambda bench: _groups().scenario_groups(bench)),
 ]
+
+
+def _groups():
+    from . import groups  # it imports this module's helpers
+
+    return groups

@@ -169,14 +169,15 @@ class Watch:
         self._receive()
         return self.conn.next_message()
 
-    def next_request(self, idle_work=None):
+    def next_request(self, idle_work=None, idle_tick=None):
         """Block for the client's next message.
 
         While none has arrived, ``idle_work()`` is called (one bounded step at a time,
         until it returns False), so the session reads ahead while the client is busy
-        with the last reply.
+        with the last reply; then ``idle_tick(seconds waited)`` at least once a second.
         """
-        deadline = time.monotonic() + self.idle_timeout
+        start = time.monotonic()
+        deadline = start + self.idle_timeout
         while True:
             msg = self.conn.next_message()
             if msg is not None:
@@ -188,6 +189,8 @@ class Watch:
             if not events and idle_work is not None and idle_work():
                 continue
             idle_work = None
+            if idle_tick is not None:
+                idle_tick(time.monotonic() - start)
             pause = min(1.0, left)
             if self.reporter is not None:
                 self.reporter.tick()  # a snapshot held back by the rate limit goes out now, or when due
@@ -340,7 +343,7 @@ def run_child(sock: socket.socket, conn: Connection, peer, config, identity: str
         broken: BatchStream | None = None  # a stream an error ended, which an end_stream may still rewind
         while True:
             reporter.set_state(IDLE)
-            msg = watch.next_request(session.read_ahead)
+            msg = watch.next_request(session.read_ahead, session.idle_tick)
             reporter.set_state(READING)
             log.log(logsetup.VERBOSE, "request %s", msg)
             if isinstance(msg, StreamBatches) and session.member is not None:

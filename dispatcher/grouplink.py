@@ -4,7 +4,7 @@ Each child gets, at its fork, one end of a ``socketpair(AF_UNIX, SOCK_SEQPACKET)
 reliable and in order (unlike the status datagrams, nothing here may be lost),
 with message boundaries (no framing to write), and private to the pair. The
 child sends small JSON requests; ``join`` and ``take`` are answered, the others
-(``counted``, ``release``, ``leave``) are not, and since the socket keeps their
+(``counted``, ``sent``, ``ack``, ``release``, ``leave``) are not, and since the socket keeps their
 order the parent has always seen them before the child's next ``take``.
 
 The parent's end is non-blocking in its one ``selectors`` wait. A child waits for
@@ -145,12 +145,19 @@ class Desk:
                     line.pid, line.address, str(m["group"]), dict(m["key"]), str(m["distribution"]),
                     str(m["restore"]), str(m["start"]), m.get("place"), now)
             elif op == "take":
-                answer = self.ledger.take(line.pid, int(m["want"]), m.get("view"))
+                answer = self.ledger.take(line.pid, int(m["want"]), m.get("view"), bool(m.get("ack", True)))
             elif op == "counted":
                 self.ledger.counted(line.pid, int(m["id"]), int(m["passed"]), int(m["records"]))
                 answer = None
+            elif op == "sent":
+                self.ledger.sent(line.pid, int(m["id"]), int(m["until"]), int(m["records"]))
+                answer = None
+            elif op == "ack":
+                self.ledger.ack(line.pid)
+                answer = None
             elif op == "release":
-                self.ledger.release(line.pid, int(m["id"]), int(m["entry"]), int(m["phase"]), int(m["unsent"]))
+                self.ledger.release(line.pid, int(m["id"]), int(m["entry"]), int(m["phase"]), int(m["records"]),
+                                    int(m.get("sent", 0)))
                 answer = None
             elif op == "leave":
                 self.ledger.leave(line.pid, clean=True, now=now)

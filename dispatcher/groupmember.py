@@ -4,19 +4,21 @@ The member never decides where it is: it asks the ledger (``take``) and gets
 either a lease (a range of one stream's entries in one file) or the file the
 group is in, to look at. Looking means reading the file's entry counts, and,
 once the file is closed, its final ones and the name of the next file; the
-member tells the ledger what it saw with its next ``take``. A lease is read
-with the session's own stream reader (cut, prescale from the lease's phase),
-counted to the ledger before anything is sent, and sent as one part. Asking
-again acknowledges it; the client's ``Rewind`` or ``Leave`` give back what it
-did not hand to the user.
+member tells the ledger what it saw (and where the baskets end, so leases end
+there too) with its next ``take``. A lease is read with the session's own
+stream reader (cut, prescale from the lease's phase) and counted to the ledger
+before anything is sent; its records go out in replies of at most what the
+client asks for, each told to the ledger (``sent``) before it goes. The client
+asking again acknowledges what it was sent; its ``Rewind`` or ``Leave`` give
+back what it did not hand to the user. Between requests the member reads its
+next lease ahead, and gives it back when its client stays quiet.
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
 from typing import TYPE_CHECKING
-
-import numpy as np
 
 from .columnar import Part
 from .groups import MAX_LEASE, GroupError, group_key
@@ -35,6 +37,34 @@ log = logging.getLogger("dds.session")
 
 #: a lease covers at most this many times the records asked for (a cut passes only some of them)
 WIDEN = 16
+#: basket boundaries told to the ledger: up to this many leases' worth ahead of the frontier ...
+EDGE_WINDOW = 8
+#: ... and at most this many per stream
+MAX_SENT_EDGES = 64
+
+
+class Held:
+    """A lease this member read: its records, and how many of them were sent."""
+
+    __slots__ = ("id", "lease", "part", "stop", "pos", "redelivered")
+
+    def __init__(self, lease: dict, part: Part, stop: int):
+        self.id = int(lease["id"])
+        self.lease = lease
+        self.part = part
+        self.stop = stop  # the lease's end (where reading stopped, if that was earlier)
+        self.pos = 0
+        self.redelivered = bool(lease.get("redelivered"))
+
+    def left(self) -> int:
+        return len(self.part.entries) - self.pos
+
+    def next_entry(self) -> tuple[int, int]:
+        """Where what was not sent starts, and its phase: the lease's start before anything was sent, else
+        the next record (kept by the prescale: phase 0)."""
+        if self.pos == 0:
+            return int(self.lease["start"]), int(self.lease["phase"])
+        return int(self.part.entries[self.pos]), 0
 
 
 class GroupMember:
@@ -51,10 +81,11 @@ class GroupMember:
         self.link = link
         self.sub = sub
         self.view: dict | None = None  # what this member saw last of the group's file
-        self.last: tuple[int, Part, int] | None = None  # (lease id, part, phase) of the last reply
+        self.frontier: dict[str, int] = {}  # the group's frontier, as the ledger said last
+        self.last: tuple[int, Part] | None = None  # (lease id, records) of the last reply
+        self.current: Held | None = None  # the lease being sent, with its records not sent yet
         self.pass_rate: dict[str, float] = {}  # per stream: records per entry of the last lease
-
-    # ------------------------------------------------------------------ joining and leaving
+        self.asked: int | None = None  # the records the client asked for last
 
     def join(self) -> dict:
         sub = self.sub
@@ -91,32 +122,51 @@ class GroupMember:
             reader.close()
 
     def give_back(self, file: str, consumed: dict) -> None:
-        """Of the last reply, the client handed only ``consumed[stream]`` records to the user: the rest
-        goes back to the group (first to whoever asks next), not marked redelivered."""
+        """Of the last reply, the client handed only ``consumed[stream]`` records to the user: the rest,
+        and what of that lease was not sent yet, goes back to the group (first to whoever asks next), not
+        marked redelivered."""
         last, self.last = self.last, None
         if last is None or not file:
             return
-        lease_id, part, _ = last
+        lease_id, part = last
         k = consumed.get(part.stream, 0)
         if not isinstance(k, int) or isinstance(k, bool) or k < 0:
             raise SessionError(MessageType.BAD_SUBSCRIPTION, f"consumed must map streams to counts, not {consumed!r}")
         if k < len(part.entries):
-            self.link.tell(op="release", id=lease_id, entry=int(part.entries[k]), phase=0,
-                           unsent=len(part.entries) - k)
+            held = self.current if self.current is not None and self.current.id == lease_id else None
+            unsent = held.left() if held is not None else 0
+            self._release(lease_id, int(part.entries[k]), 0, len(part.entries) - k + unsent, len(part.entries) - k)
+            if held is not None:
+                self.current = None
+
+    def drop_ahead(self) -> None:
+        """What was read and not sent goes back to the group, unmarked."""
+        held, self.current = self.current, None
+        if held is not None and held.left():
+            entry, phase = held.next_entry()
+            self._release(held.id, entry, phase, held.left(), 0)
 
     def leave(self, file: str, consumed: dict) -> None:
         """The client closes cleanly: give back what it did not use, then leave the group."""
         self.give_back(file, consumed)
+        self.drop_ahead()
         self.link.tell(op="leave")
+
+    def _release(self, lease_id: int, entry: int, phase: int, records: int, sent: int) -> None:
+        self.link.tell(op="release", id=lease_id, entry=entry, phase=phase, records=records, sent=sent)
 
     # ------------------------------------------------------------------ serving
 
     def next_part(self, deadline: float, max_records: int) -> Part:
         """The next passing records leased to this member: up to ``max_records`` of one stream, one file."""
         self.last = None
+        self.asked = max_records
+        if self.current is not None:  # read before: the rest of a lease, or one read while the client was busy
+            self.link.tell(op="ack")  # the client asked again: what it was sent is acknowledged
+            return self._send(max_records)
         position = self.session.position
         while True:
-            answer = self._take(self._want(max_records))
+            answer = self._take(self._want(max_records), ack=True)
             lease = answer.get("lease")
             if lease is None:
                 before = self.view
@@ -124,16 +174,55 @@ class GroupMember:
                 if self.view == before:  # nothing new: wait a poll (TIMEOUT past the deadline)
                     position.wait(deadline, f"no record for group {self.sub.group!r} before the timeout")
                 continue
-            part = self._serve(lease, max_records)
-            if part is not None:
-                return part
+            if self._cut(lease):
+                return self._send(max_records)
             position.check(deadline, f"no record for group {self.sub.group!r} before the timeout")
 
-    def _take(self, want: int) -> dict:
+    def read_ahead(self) -> bool:
+        """Between requests: take and read the next lease, if one is there now (acknowledging nothing: the
+        client has not asked yet). False: nothing to do."""
+        if self.current is not None or self.asked is None or self.sub.distribution != "balanced":
+            return False  # roundrobin: a member takes its turn when its client asks
+        answer = self._take(self._want(self.asked), ack=False)
+        lease = answer.get("lease")
+        if lease is None:
+            return False
+        self._cut(lease)
+        return True
+
+    def _take(self, want: int, ack: bool) -> dict:
+        view = self.view
+        if view is not None and view.get("file") is not None:
+            view = dict(view, edges=self._edges(view["file"], want))
         try:
-            return self.link.ask(op="take", want=want, view=self.view)
+            answer = self.link.ask(op="take", want=want, view=view, ack=ack)
         except GroupError as exc:
             raise SessionError(MessageType.SERVER_ERROR, str(exc)) from None
+        self.frontier = answer.get("entries") or {}
+        return answer
+
+    def _edges(self, file: str, want: int) -> dict[str, list[int]]:
+        """Per stream, basket boundaries of ``file`` a little ahead of the group's frontier (none when the
+        file is not the one open here)."""
+        position = self.session.position
+        reader = position.reader
+        if reader is None or position.file != file:
+            return {}
+        out = {}
+        for s in self.sub.streams:
+            if s not in reader.trees:
+                continue
+            lo = self.frontier.get(s, 0)
+            offsets = reader.offsets(s)
+            i = bisect.bisect_right(offsets, lo)
+            kept: list[int] = []
+            for e in offsets[i:]:
+                if e > lo + EDGE_WINDOW * want or len(kept) >= MAX_SENT_EDGES:
+                    break
+                if not kept or e - kept[-1] >= want // 4:
+                    kept.append(int(e))
+            out[s] = kept
+        return out
 
     def _look(self, file: str | None, rule: str | None) -> None:
         """Look at the group's file (or, with none yet, at the file the start rule names)."""
@@ -157,30 +246,40 @@ class GroupMember:
         self.view = {"file": file, "counts": counts, "final": final,
                      "next": catalog.next_after(file) if final else None}
 
-    def _serve(self, lease: dict, max_records: int) -> Part | None:
-        """Read, cut and count one lease; the part to send (None: nothing of it passed)."""
+    def _cut(self, lease: dict) -> bool:
+        """Read one lease, apply cut and prescale, count it to the ledger, and hold its records to send.
+        False: none passed."""
         lease_id, file, stream = int(lease["id"]), str(lease["file"]), str(lease["stream"])
         start, stop, phase = int(lease["start"]), int(lease["stop"]), int(lease["phase"])
-        reader = self.session.reader
         got, passed = self._read(file, stream, start, stop, phase)
-        entries = got.entries if got is not None else np.empty(0, dtype=np.int64)
-        n = len(entries)
+        n = len(got.entries) if got is not None else 0
         self.pass_rate[stream] = n / max(1, stop - start)
         self.link.tell(op="counted", id=lease_id, passed=passed, records=n)
-        st = reader.streams[stream]
-        k = min(max_records, fitting(got.arrays, MAX_REPLY_BYTES)) if got is not None and n else 0
-        if k < n:  # the rest goes back, first to whoever asks next (maybe this member)
-            self.link.tell(op="release", id=lease_id, entry=int(entries[k]), phase=0, unsent=n - k)
-            assert got is not None
-            got = Part(got.stream, got.file, entries[:k], got.arrays[:k], got.unserved)
-        elif st.cursor < stop:  # what could not be read now goes back, from where the reading stopped
-            self.link.tell(op="release", id=lease_id, entry=st.cursor, phase=(phase + passed) % self.sub.prescale,
-                           unsent=0)
+        cursor = self.session.reader.streams[stream].cursor
+        if cursor < stop:  # what could not be read now goes back, from where the reading stopped
+            self._release(lease_id, cursor, (phase + passed) % self.sub.prescale, 0, 0)
+            stop = cursor
         if got is None or not n:
-            return None
-        got.redelivered = bool(lease.get("redelivered"))
-        self.last = (lease_id, got, phase)
-        return got
+            return False
+        self.current = Held(lease, got, stop)
+        return True
+
+    def _send(self, max_records: int) -> Part:
+        """The next reply from the lease held: at most ``max_records`` records and MAX_REPLY_BYTES."""
+        held = self.current
+        assert held is not None
+        part, pos = held.part, held.pos
+        rest = part.arrays[pos:] if pos else part.arrays
+        k = min(max_records, fitting(rest, MAX_REPLY_BYTES), len(part.entries) - pos)
+        out = Part(part.stream, part.file, part.entries[pos : pos + k], rest[:k], part.unserved)
+        held.pos += k
+        until = held.next_entry()[0] if held.left() else held.stop
+        self.link.tell(op="sent", id=held.id, until=until, records=k)
+        if not held.left():
+            self.current = None
+        out.redelivered = held.redelivered
+        self.last = (held.id, out)
+        return out
 
     def _read(self, file: str, stream: str, start: int, stop: int, phase: int) -> tuple[Part | None, int]:
         """The records of ``stream`` in ``[start, stop)`` of ``file`` that pass the cut and prescale,

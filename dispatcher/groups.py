@@ -55,6 +55,8 @@ LINGER_SECONDS = 300.0
 RR_QUEUE = 2
 #: entries one lease covers at most
 MAX_LEASE = 1_000_000
+#: basket boundaries kept per stream (ahead of the frontier)
+MAX_EDGES = 4096
 
 
 class GroupError(ValueError):
@@ -63,6 +65,14 @@ class GroupError(ValueError):
 
 @dataclass
 class Lease:
+    """A range of one stream's entries handed to one member.
+
+    Its member sends its records in one or more replies: ``[start, acked)`` is done,
+    ``[acked, sent)`` was sent and not yet acknowledged, ``[sent, stop)`` not sent. ``sent`` is
+    always ``stop`` or the entry of a record kept by the prescale, so a part starting there has
+    phase 0.
+    """
+
     id: int
     file: str
     stream: str
@@ -70,9 +80,26 @@ class Lease:
     stop: int
     phase: int = 0  # records that passed the cut before ``start``, mod prescale
     redelivered: bool = False
-    sent: bool = False  # its member counted it: its records may have reached a user
     fresh: bool = False  # cut from the frontier (its count sets the next lease's phase)
     records: int = 0  # records it holds after cut and prescale, once counted
+    acked: int = -1  # see above (-1: start)
+    acked_phase: int = -1  # the phase at ``acked`` (-1: phase)
+    sent: int = -1  # see above (-1: start)
+    sent_records: int = 0
+    acked_records: int = 0
+
+    def __post_init__(self) -> None:
+        if self.acked < 0:
+            self.acked = self.start
+        if self.acked_phase < 0:
+            self.acked_phase = self.phase
+        if self.sent < 0:
+            self.sent = self.start
+
+    @property
+    def in_flight(self) -> int:
+        """Records sent and not acknowledged."""
+        return self.sent_records - self.acked_records
 
     def to_dict(self) -> dict:
         return {"id": self.id, "file": self.file, "stream": self.stream, "start": self.start, "stop": self.stop,
@@ -102,6 +129,7 @@ class Group:
     final: bool = False  # ``counts`` are the closed file's final ones
     phase: dict[str, int] = field(default_factory=dict)  # the next fresh lease's phase, per stream
     uncounted: dict[str, int] = field(default_factory=dict)  # stream -> fresh lease not yet counted
+    edges: dict[str, list[int]] = field(default_factory=dict)  # basket boundaries ahead of the frontier
     returned: collections.deque[Lease] = field(default_factory=collections.deque)  # handed out first
     members: dict[int, Member] = field(default_factory=dict)
     turn: int = 0  # roundrobin: index (in join order) of the member whose turn is next
@@ -120,9 +148,9 @@ class Group:
         return int(self.key.get("prescale", 1))
 
     def in_flight(self) -> tuple[int, int]:
-        """(leases, records) handed to members and not yet acknowledged (records: of counted ones)."""
-        held = [lease for m in self.members.values() for lease in m.held.values()]
-        return len(held), sum(lease.records for lease in held if lease.sent)
+        """(leases, records) sent to members and not yet acknowledged."""
+        held = [lease for m in self.members.values() for lease in m.held.values() if lease.in_flight]
+        return len(held), sum(lease.in_flight for lease in held)
 
 
 def group_key(sub: dict) -> dict:
@@ -188,6 +216,7 @@ class Ledger:
         g.frontier = {s: int(entries.get(s, 0)) for s in g.streams}
         g.counts = dict(g.frontier)
         g.final = False
+        g.edges = {}
 
     @staticmethod
     def _where(g: Group) -> str:
@@ -222,14 +251,9 @@ class Ledger:
     def _restore(self, g: Group, m: Member) -> None:
         back, lost = [], 0
         for lease in sorted(m.held.values(), key=lambda x: (x.file, x.stream, x.start)):
-            if lease.sent and g.restore == "drop":
-                lost += lease.records
-                continue
-            if lease.sent:
-                lease.redelivered = True
-                g.redelivered += lease.records
-            lease.sent = False
-            back.append(lease)
+            parts, dropped = self._back(g, lease)
+            back += parts
+            lost += dropped
         for lease in reversed(back):
             g.returned.appendleft(lease)
         if lost:
@@ -239,6 +263,24 @@ class Ledger:
         if back:
             log.info("group %s: member %s ended without acknowledging %d ranges; they go to the other members",
                      g.name, m.address, len(back))
+
+    def _back(self, g: Group, lease: Lease) -> tuple[list[Lease], int]:
+        """What of a lease whose member is gone goes back to the group (what was sent and not acknowledged
+        marked redelivered, or dropped), and how many records were dropped."""
+        if lease.acked == lease.start and lease.sent == lease.start:  # untouched: it goes back as it was
+            lease.records = lease.sent_records = lease.acked_records = 0
+            return [lease], 0
+        out, lost = [], 0
+        if lease.sent > lease.acked and lease.in_flight:  # (none: only entries the cut left out)
+            if g.restore == "drop":
+                lost = lease.in_flight
+            else:
+                g.redelivered += lease.in_flight
+                out.append(Lease(next(self._ids), lease.file, lease.stream, lease.acked, lease.sent,
+                                 lease.acked_phase, True))
+        if lease.sent < lease.stop:
+            out.append(Lease(next(self._ids), lease.file, lease.stream, lease.sent, lease.stop, 0, lease.redelivered))
+        return out, lost
 
     def expire(self, now: float) -> None:
         """Forget groups that have had no member for longer than ``linger``."""
@@ -261,23 +303,25 @@ class Ledger:
         g = self.groups[name]
         return g, g.members[pid]
 
-    def take(self, pid: int, want: int, view: dict | None) -> dict:
-        """The member asks for more: everything it holds is acknowledged; the reply is a lease
-        (``{"lease": {...}}``) or where to look (``{"look": file or None, "start": rule}``).
+    def take(self, pid: int, want: int, view: dict | None, ack: bool = True) -> dict:
+        """The member asks for more: everything it was sent is acknowledged (``ack``; False: its child
+        reads ahead, the client has not asked); the reply is a lease (``{"lease": {...}}``) or where to
+        look (``{"look": file or None, "start": rule}``).
 
         ``view`` is what the member sees of the file the group is in: ``{"file", "counts":
         {stream: entries}, "final": bool, "next": name or None}`` (None: it has not looked yet).
         """
         g, m = self._member(pid)
-        m.held.clear()
+        if ack:
+            self.ack(pid)
         m.want = max(1, min(int(want), MAX_LEASE))
         if view is not None:
             self._learn(g, view)
         lease = self._work_for(g, m)
         if lease is None:
-            return {"look": g.file, "start": g.start}
+            return {"look": g.file, "start": g.start, "entries": dict(g.frontier)}
         m.held[lease.id] = lease
-        return {"lease": lease.to_dict()}
+        return {"lease": lease.to_dict(), "entries": dict(g.frontier)}
 
     def _learn(self, g: Group, view: dict) -> None:
         file = view.get("file")
@@ -291,6 +335,10 @@ class Ledger:
         for s, n in (view.get("counts") or {}).items():
             if s in g.frontier:
                 g.counts[s] = max(g.counts.get(s, 0), int(n))
+        for s, edges in (view.get("edges") or {}).items():
+            if s in g.frontier:
+                lo = g.frontier[s]
+                g.edges[s] = sorted({e for e in (*g.edges.get(s, ()), *map(int, edges)) if e > lo})[:MAX_EDGES]
         if view.get("final"):
             g.final = True
         nxt = view.get("next")
@@ -333,7 +381,7 @@ class Ledger:
             lo, hi = g.frontier[s], g.counts.get(s, 0)
             if lo >= hi or (g.prescale > 1 and s in g.uncounted):
                 continue
-            stop = min(hi, lo + want)
+            stop = min(hi, self._aligned(g, s, lo, want))
             lease = Lease(next(self._ids), g.file, s, lo, stop, g.phase.get(s, 0), fresh=True)
             g.frontier[s] = stop
             if g.prescale > 1:
@@ -342,37 +390,77 @@ class Ledger:
             return lease
         return None
 
+    def ack(self, pid: int) -> None:
+        """The member's client asked again: whatever it was sent is done."""
+        _, m = self._member(pid)
+        for i, lease in list(m.held.items()):
+            if lease.sent > lease.acked:
+                lease.acked, lease.acked_phase, lease.acked_records = lease.sent, 0, lease.sent_records
+            if lease.acked >= lease.stop:
+                del m.held[i]
+
+    @staticmethod
+    def _aligned(g: Group, s: str, lo: int, want: int) -> int:
+        """Where a lease from ``lo`` of about ``want`` entries ends: at a basket boundary a member reported
+        between ``want/2`` and ``2 want`` entries on (the nearest one at or after ``lo + want`` first), so
+        that no basket is decompressed by two members; else at ``lo + want``."""
+        edges = [e for e in g.edges.get(s, ()) if e > lo]
+        g.edges[s] = edges
+        target = lo + want
+        after = [e for e in edges if target <= e <= lo + 2 * want]
+        if after:
+            return after[0]
+        before = [e for e in edges if lo + want // 2 <= e < target]
+        return before[-1] if before else target
+
     def counted(self, pid: int, lease_id: int, passed: int, records: int) -> None:
         """The member cut lease ``lease_id``: ``passed`` entries passed the cut, ``records`` remain after the
-        prescale, and it is about to send them."""
+        prescale (a lease with none is as good as sent: nothing of it can be lost)."""
         g, m = self._member(pid)
         lease = m.held.get(lease_id)
         if lease is None:
             return
-        lease.sent = True
         lease.records = int(records)
-        g.handed += lease.records
-        m.handed += lease.records
+        if lease.records == 0:
+            lease.sent = lease.stop
         if g.uncounted.get(lease.stream) == lease.id:
             del g.uncounted[lease.stream]
             g.phase[lease.stream] = (lease.phase + int(passed)) % g.prescale
 
-    def release(self, pid: int, lease_id: int, entry: int, phase: int, unsent: int) -> None:
-        """Of lease ``lease_id``, the entries from ``entry`` on (``phase`` records passed the cut before it,
-        mod prescale; ``unsent`` records of them were sent and not handed to the user) were not used:
-        they go back to the group as work; the lease keeps the entries before ``entry``."""
+    def sent(self, pid: int, lease_id: int, until: int, records: int) -> None:
+        """The member is sending ``records`` more records of lease ``lease_id``, up to entry ``until`` (the
+        next record it holds, or the lease's stop): from now on they may reach a user."""
         g, m = self._member(pid)
         lease = m.held.get(lease_id)
-        if lease is None or not lease.start <= entry < lease.stop:
+        if lease is None or not lease.sent <= until <= lease.stop:
+            return
+        lease.sent = until
+        lease.sent_records += int(records)
+        g.handed += int(records)
+        m.handed += int(records)
+
+    def release(self, pid: int, lease_id: int, entry: int, phase: int, records: int, sent: int = 0) -> None:
+        """Of lease ``lease_id``, the entries from ``entry`` on (``phase`` records passed the cut before it,
+        mod prescale; ``records`` of its counted records among them, ``sent`` of those sent but not handed
+        to the user) were not used: they go back to the group as work, first in line; the lease keeps the
+        entries before ``entry``."""
+        g, m = self._member(pid)
+        lease = m.held.get(lease_id)
+        if lease is None or not lease.acked <= entry < lease.stop:
             return
         rest = Lease(next(self._ids), lease.file, lease.stream, entry, lease.stop, phase % g.prescale,
                      lease.redelivered)
-        unsent = max(0, min(int(unsent), lease.records))
-        lease.stop, lease.records = entry, lease.records - unsent
-        g.handed -= unsent
-        m.handed -= unsent
-        if lease.stop <= lease.start:
+        sent = max(0, min(int(sent), lease.in_flight))
+        lease.sent_records -= sent
+        g.handed -= sent
+        m.handed -= sent
+        lease.records -= max(0, min(int(records), lease.records))
+        lease.stop, lease.sent = entry, min(lease.sent, entry)
+        if lease.acked >= lease.stop:
             del m.held[lease_id]
+        if entry == lease.start and g.uncounted.get(lease.stream) == lease.id:
+            g.uncounted[lease.stream] = rest.id  # not cut yet: whoever cuts it sets the next phase
+            rest.fresh = True
         g.returned.appendleft(rest)
 
     # ------------------------------------------------------------------ status and state
@@ -389,8 +477,8 @@ class Ledger:
                 "restore": g.restore,
                 "file": g.file,
                 "entries": dict(g.frontier),
-                "members": [{"pid": m.pid, "address": m.address, "in_flight": sum(x.records for x in m.held.values()),
-                             "records": m.handed} for m in g.members.values()],
+                "members": [{"pid": m.pid, "address": m.address, "records": m.handed,
+                             "in_flight": sum(x.in_flight for x in m.held.values())} for m in g.members.values()],
                 "in_flight": records,
                 "in_flight_ranges": leases,
                 "returned_ranges": len(g.returned),
@@ -429,20 +517,19 @@ class Ledger:
                 g.counts = {str(k): int(v) for k, v in d["counts"].items()}
                 g.final = bool(d["final"])
                 g.phase = {str(k): int(v) for k, v in d["phase"].items()}
-                g.uncounted = {str(k): int(v) for k, v in d["uncounted"].items()}
+                uncounted = {int(v): str(k) for k, v in d["uncounted"].items()}
                 for x in d["returned"]:
                     lease = Lease(next(self._ids), str(x["file"]), str(x["stream"]), int(x["start"]), int(x["stop"]),
-                                  int(x["phase"]), bool(x["redelivered"]), bool(x["sent"]), bool(x["fresh"]),
-                                  int(x["records"]))
-                    if lease.fresh and g.uncounted.get(lease.stream) == int(x["id"]):
-                        g.uncounted[lease.stream] = lease.id
-                    if lease.sent and g.restore == "drop":
-                        g.dropped += lease.records
-                        continue
-                    lease.redelivered = lease.redelivered or lease.sent
-                    lease.sent = False
-                    g.returned.append(lease)
-                g.uncounted = {s: i for s, i in g.uncounted.items() if any(x.id == i for x in g.returned)}
+                                  int(x["phase"]), bool(x["redelivered"]), bool(x["fresh"]), int(x["records"]),
+                                  int(x["acked"]), int(x["acked_phase"]), int(x["sent"]), int(x["sent_records"]),
+                                  int(x["acked_records"]))
+                    if int(x["id"]) in uncounted:
+                        g.uncounted[uncounted[int(x["id"])]] = lease.id
+                    parts, lost = self._back(g, lease)
+                    g.dropped += lost
+                    g.returned.extend(parts)
+                kept = {x.id for x in g.returned}
+                g.uncounted = {s: i for s, i in g.uncounted.items() if i in kept}
                 g.left_at = now
                 loaded.append(g)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -454,7 +541,8 @@ class Ledger:
 
 
 def _lease_state(x: Lease) -> dict:
-    return {**x.to_dict(), "sent": x.sent, "fresh": x.fresh, "records": x.records}
+    return {**x.to_dict(), "fresh": x.fresh, "records": x.records, "acked": x.acked, "acked_phase": x.acked_phase,
+            "sent": x.sent, "sent_records": x.sent_records, "acked_records": x.acked_records}
 
 
 def _show(g: Group, k: str) -> str:

@@ -49,6 +49,8 @@ T = TypeVar("T")
 
 #: records read ahead between requests, per stream, at most
 READ_AHEAD = 100_000
+#: seconds a group member's server holds records it read ahead while its client does not ask
+AHEAD_HOLD = 1.0
 #: record sets skipped one by one (record mode, sync) between checks of the deadline and the client
 SKIP_CHECK = 256
 
@@ -130,6 +132,8 @@ class Session:
     def _join(self, sub: Subscription) -> dict:
         if self.group_link is None:
             raise SessionError(MessageType.BAD_SUBSCRIPTION, "this server serves no groups now (no line to its ledger)")
+        if self.member is not None:
+            self.member.drop_ahead()  # read for the old subscription
         old = (self.reader.sub, self.reader.streams)
         self.reader.use(sub, {s: StreamCursor() for s in sub.streams})
         member = GroupMember(self, self.group_link, sub)
@@ -216,8 +220,16 @@ class Session:
         Bounded: at most READ_AHEAD records wait per stream. Only in ``all`` and
         ``file`` modes (``record`` mode wants what is newest when it is asked).
         """
+        if self.member is not None:
+            try:
+                return self.member.read_ahead()
+            except SessionError:  # e.g. a cut that does not fit this file: the request will say so
+                return False
+            except Exception:
+                logsetup.bug(log, "error reading ahead for group %s", self.member.sub.group)
+                return False
         sub = self.reader.sub
-        if sub is None or sub.keep_up is KeepUp.RECORD or self.position.reader is None or self.member is not None:
+        if sub is None or sub.keep_up is KeepUp.RECORD or self.position.reader is None:
             return False
         for s, st in self.reader.streams.items():
             if st.pending_count() < READ_AHEAD:
@@ -235,6 +247,15 @@ class Session:
         if self.member is not None:
             raise SessionError(MessageType.BAD_SUBSCRIPTION, f"a member of group {self.member.sub.group!r} cannot "
                                "move: the group keeps its place (subscribe without group= to move on your own)")
+
+    def idle_tick(self, waited: float) -> None:
+        """The client has been quiet for ``waited`` seconds: a group member no longer holds records read
+        ahead for it after AHEAD_HOLD seconds (the other members may take them)."""
+        if self.member is not None and waited >= AHEAD_HOLD:
+            try:
+                self.member.drop_ahead()
+            except Exception:  # the line to the ledger is gone: the request will say so
+                logsetup.bug(log, "error giving back what was read ahead for group %s", self.member.sub.group)
 
     def go_to_file(self, name: str) -> dict:
         self._not_member()
