@@ -90,6 +90,22 @@ class StatusCollector:
         yield lag
         yield lag_s
         yield sent
+        members = GaugeMetricFamily("dds_group_members", "members of a group now", labels=["group"])
+        flight = GaugeMetricFamily("dds_group_in_flight_records", "records sent to a group's members and not yet "
+                                   "acknowledged", labels=["group"])
+        handed = CounterMetricFamily("dds_group_records_handed", "records handed to a group's members",
+                                     labels=["group"])
+        again = CounterMetricFamily("dds_group_records_redelivered", "records handed again after a member ended "
+                                    "without acknowledging them", labels=["group"])
+        for g in st.get("groups", ()):
+            members.add_metric([g["name"]], len(g["members"]))
+            flight.add_metric([g["name"]], g["in_flight"])
+            handed.add_metric([g["name"]], g["records_handed"])
+            again.add_metric([g["name"]], g["records_redelivered"])
+        yield members
+        yield flight
+        yield handed
+        yield again
 
 
 class Scrape:

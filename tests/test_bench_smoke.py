@@ -19,6 +19,7 @@ SCENARIO_TITLES = [
     "6. Connection: connect + subscribe + first record",
     "7. Memory",
     "8. Raw transport ceiling",
+    "9. Groups: a farm sharing one stream",
 ]
 
 
@@ -41,7 +42,7 @@ def test_bench_runner_writes_every_scenario_with_sane_numbers(tmp_path):
     result = json.loads(js.read_text())
     assert result["failures"] == []
     keys = {s["key"] for s in result["sections"]}
-    assert keys == {str(i) for i in range(1, 9)}
+    assert keys == {str(i) for i in range(1, 10)}
     rows = [row for s in result["sections"] for row in s["summary"]]
     assert len(rows) >= 15
     for row in rows:
@@ -53,7 +54,8 @@ def test_bench_runner_writes_every_scenario_with_sane_numbers(tmp_path):
     # server), Arrow Flight (the bench extra), loopback TCP and the page cache; memory per fan-out child
     names = [row["scenario"] for row in rows]
     for wanted in ("vs uproot through XRootD", "vs an Arrow Flight server", "limit: column bytes over plain TCP",
-                   "limit: the file from the page cache", "PSS per serving child"):
+                   "limit: the file from the page cache", "PSS per serving child", "group of 4: aggregate",
+                   "member killed: its records at another member"):
         assert any(wanted in name for name in names), f"no summary row {wanted!r} in {names}"
     # summary lines are in the markdown table too, each with its ratio
     summary = text.split("## Summary", 1)[1].split("\n## ", 1)[0]

@@ -427,3 +427,19 @@ def test_group_state_survives_a_parent_restart(data_dir, server_factory, tmp_pat
     again = [(f, e) for f, e, r in rest if r]
     assert sorted(again) == held  # what was in flight comes again, marked
     assert sorted(first + [(f, e) for f, e, _ in rest]) == sorted(_passing(data_dir, names))
+
+
+def test_metrics_show_each_group(data_dir, server_factory):
+    from test_status import scrape
+
+    _files(data_dir, [4_000])
+    server = server_factory(data_dir, "--metrics-port", "0")
+    with DDSClient(server.host, server.port) as a, DDSClient(server.host, server.port) as b:
+        a.subscribe(_sub(group="calib"))
+        b.subscribe(_sub(group="calib"))
+        n = len(a.next_batch(700, timeout=5))
+        m = scrape(server)
+    label = (("group", "calib"),)
+    assert m[("dds_group_members", label)] == 2
+    assert m[("dds_group_in_flight_records", label)] == n == m[("dds_group_records_handed_total", label)]
+    assert m[("dds_group_records_redelivered_total", label)] == 0
