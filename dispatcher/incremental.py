@@ -56,6 +56,8 @@ from uproot.reading import (
 
 #: guard regions closer than this are read with one read
 MERGE_GAP = 4096
+#: bytes of a TBranch's fBaskets when it holds no basket (uproot's writer: an empty TObjArray), and more
+MAX_EMPTY_BASKETS = 64
 #: a TKey with a version above this has 64-bit seeks (ROOT's TKey::Streamer)
 BIG_KEY_VERSION = 1000
 #: the file header fields every write changes (fEND, fSeekFree, fNbytesFree, nfree): bytes 12 to 28
@@ -103,6 +105,7 @@ class _Branch:
     sizes: int  # of fBasketBytes[0]; fBasketEntry[0] and fBasketSeek[0] follow, each after a speedbump
     slots: int  # fMaxBaskets
     baskets: int  # fWriteBasket, as applied
+    layout: bytes  # fBaskets (empty) and the first speedbump: a tree written anew in place shows here
 
     @property
     def entries_at(self) -> int:
@@ -188,6 +191,8 @@ class Follower:
                 raise Stale(f"branch {b.model.name} has {slots} basket slots, was {b.slots}")
             if not (branch_entries == entry_number == entries and b.baskets <= write_basket < slots):
                 raise Torn(f"branch {b.model.name} is not at entry {entries} yet")
+            if self._read(b.sizes - len(b.layout), len(b.layout)) != b.layout:
+                raise Stale(f"branch {b.model.name} is laid out anew")
             k, n = b.baskets, write_basket
             sizes = self._array(b.sizes, _I4, k, n)
             starts = self._array(b.entries_at, _I8, k, n + 1)
@@ -304,7 +309,10 @@ def _follow_branch(branch: Any, tree: Any, raw: np.ndarray, base: int, entries: 
     if not cursor.skip_over(tree.chunk, {}):  # fBaskets, with its byte count
         return None
     slots, n = int(members["fMaxBaskets"]), int(members["fWriteBasket"])
-    b = _Branch(branch, base + head1, base + head2, base + cursor.index + 1, slots, n)
+    layout = raw[branch._cursor_baskets.index : cursor.index + 1].tobytes()
+    if len(layout) > MAX_EMPTY_BASKETS:  # baskets kept in the metadata (ROOT's AutoSave): not patched in place
+        return None
+    b = _Branch(branch, base + head1, base + head2, base + cursor.index + 1, slots, n, layout)
     sizes, starts, seeks = (members[name] for name in ("fBasketBytes", "fBasketEntry", "fBasketSeek"))
     local = b.sizes - base
     at = {"fBasketBytes": local, "fBasketEntry": b.entries_at - base, "fBasketSeek": b.seeks_at - base}
