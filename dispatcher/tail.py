@@ -2,9 +2,11 @@
 
 uproot's writer rewrites the TTree metadata on every ``extend``; a reader that
 opens the file at that moment can catch a half-written state. A reader that
-keeps one handle open never sees growth. So: re-open when ``stat`` says the file
-changed, and retry a failed open or read after a short pause, re-opening each
-time. A read either returns exactly the entries asked for or raises.
+keeps one handle open never sees growth. So: when ``stat`` says the file changed,
+follow the growth in place where :mod:`dispatcher.incremental` can (a local file
+whose trees uproot wrote: only the new basket slots are read), else re-open it;
+retry a failed open or read after a short pause, re-opening each time. A read
+either returns exactly the entries asked for or raises.
 
 A branch that uproot cannot read is never allowed to take its stream down with
 it: when a read keeps failing, each branch is tried alone, and those that fail
@@ -25,7 +27,8 @@ import awkward as ak
 import numpy.ma  # noqa: F401  awkward imports it on the first read: load it once, before the parent forks
 import uproot
 
-from . import remote
+from . import incremental, remote
+from .baskets import window
 from .budget import Expired, branch_budget, within
 from .freshness import Growth
 from .streams import StreamInfo, entry_offsets, is_stream_class, schema, stream_info
@@ -40,6 +43,10 @@ RETRY_PAUSES = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
 SETTLE_SECONDS = 1.0
 #: stream layouts remembered per child (a DAQ writes the same few layouts into every file)
 SCHEMA_CACHE = 64
+#: follow growing files in place (DDS_TAIL_REOPEN=1: re-open on every change, as a baseline to measure against)
+FOLLOW = os.environ.get("DDS_TAIL_REOPEN", "") in ("", "0")
+#: polls of the follower that meet an append half-written before the file is opened anew
+TORN_POLLS = 4
 #: the stream description the session uses (kept under its former name too)
 TreeInfo = StreamInfo
 
@@ -120,6 +127,8 @@ class FileReader:
         self._streams_seen: set[str] | None = None  # the streams the last open found (logged when they change)
         self._bad: dict[str, dict[str, str]] = {}  # stream -> branch -> why: failed alone in this file
         self._branch_maps: dict[str, dict[str, Any]] = {}  # stream -> branch name -> TBranch, of this open
+        self._objects: dict[str, Any] = {}  # stream -> the TTree or RNTuple of this open (the follower updates them)
+        self._follower: incremental.Follower | None = None
         self.growth = Growth()  # when each entry was first seen (for the age of what is served)
 
     def _stat(self) -> tuple:
@@ -129,15 +138,53 @@ class FileReader:
             raise FileGone(f"file {self.name} was deleted") from None
 
     def refresh(self, force: bool = False) -> bool:
-        """Re-open if the file changed on disk (or ``force``); True if it did. Raises FileGone or Unreadable."""
+        """Pick up what changed on disk: in place, or by re-opening (always, when ``force``). True if
+        the file changed. Raises FileGone or Unreadable."""
+        stat_time = time.time()
         sig = self._stat()
         if sig[1] == 0:  # nothing written yet: no use retrying an open now
             raise Unreadable(f"{self.name} is empty")
         if sig == self._sig and self._file is not None and not force:
-            if self._settled or time.time() - sig[2] / 1e9 < SETTLE_SECONDS:
+            if self._settled or stat_time - sig[2] / 1e9 < SETTLE_SECONDS:
                 return False
+        if self._follower is not None and not force:
+            changed = self._follow(sig, stat_time)
+            if changed is not None:
+                return changed
         self._reopen()
         return True
+
+    def _follow(self, sig: tuple, stat_time: float) -> bool | None:
+        """Growth read in place by the follower: whether the file changed; None: it must be re-opened."""
+        follower = self._follower
+        assert follower is not None and self._sig is not None
+        if sig[0] != follower.inode or sig[1] < self._sig[1]:
+            return None  # replaced, or shrunk
+        for pause in (0.0, *RETRY_PAUSES[: TORN_POLLS - 1]):
+            if pause:
+                time.sleep(pause)
+            try:
+                grown = follower.poll()
+            except incremental.Torn as exc:
+                log.debug("%s is mid-append: %s", self.name, exc)
+                continue
+            except (incremental.Stale, OSError) as exc:
+                log.debug("re-opening %s: %s", self.name, exc)
+                return None
+            changed = sig != self._sig or bool(grown)
+            for stream, (entries, starts) in grown.items():
+                info = self.trees[stream]
+                if info.offsets and starts is not None and info.offsets[-1] == info.num_entries:
+                    info.offsets.extend(starts)
+                else:
+                    info.offsets = []  # worked out again when asked
+                info.num_entries = entries
+            self._sig = sig
+            self._settled = stat_time - sig[2] / 1e9 >= SETTLE_SECONDS
+            if grown:
+                self.growth.note({s: e for s, (e, _) in grown.items()}, sig[2] / 1e9, stat_time)
+            return changed
+        return None
 
     def _retrying(self, attempt: Callable[[int], T], what: str, pauses: Iterable[float] = RETRY_PAUSES) -> T:
         """``attempt(n)`` for n = 0, 1, ... after short pauses, until it returns; then Unreadable."""
@@ -168,23 +215,27 @@ class FileReader:
         if self._file is not None and not any(t.kinds for t in self.trees.values()):
             warn_once(self.path, "", "file %s holds no readable stream: nothing is served from it", self.name)
 
-    def _scan(self, f: Any, strict: bool) -> dict[str, StreamInfo]:
-        """Every stream of the open file ``f``. ``strict``: any stream that fails fails the scan
-        (it may be a torn state); else such a stream is left out with a Warning."""
+    def _scan(self, f: Any, strict: bool, objects: dict[str, Any]) -> dict[str, StreamInfo]:
+        """Every stream of the open file ``f`` (and into ``objects``, what uproot read for each).
+        ``strict``: any stream that fails fails the scan (it may be a torn state); else such a
+        stream is left out with a Warning (and left out of ``objects`` too)."""
         trees: dict[str, StreamInfo] = {}
         classnames = f.classnames(recursive=True, cycle=False)
         for key, classname in classnames.items():
             if not is_stream_class(classname):
                 continue
             try:
-                info = _describe(f[key], key, self._bad.get(key, {}))
+                obj = f[key]
+                info = _describe(obj, key, self._bad.get(key, {}))
             except Exception as exc:
                 if strict:
                     raise
                 warn_once(self.path, key, "cannot read stream %s (%s) in file %s: %s: %s",
                            key, classname, self.name, type(exc).__name__, exc)
+                objects[key] = None
                 continue
             trees[key] = info
+            objects[key] = obj
             for b, why in info.unserved.items():
                 warn_once(self.path, f"{key}/{b}", "file %s, stream %s: branch %s is not served: %s",
                            self.name, key, b, why)
@@ -200,14 +251,16 @@ class FileReader:
         if remote.is_remote(self.path):  # vector reads: the baskets of one read in one request
             f = uproot.open(self.path, handler=remote.source(), timeout=remote.REQUEST_SECONDS, array_cache=None)
         else:
-            f = uproot.open(self.path, handler=uproot.source.file.MultithreadedFileSource, use_threads=False,
-                            array_cache=None)
+            f = uproot.open(self.path, handler=incremental.FreshFileSource, use_threads=False, array_cache=None)
+        objects: dict[str, Any] = {}
         try:
-            trees = self._scan(f, strict)
+            trees = self._scan(f, strict, objects)
         except BaseException:
             f.close()
             raise
         self.close()
+        self._follower = self._attach(f, sig, objects) if FOLLOW and not remote.is_remote(self.path) else None
+        self._objects = {s: obj for s, obj in objects.items() if obj is not None}
         if self._streams_seen != set(trees):  # a stream appeared (an RNTuple: when its writer committed it)
             log.debug("file %s holds %s", self.name, ", ".join(sorted(trees)) if trees else
                       "no stream yet (an RNTuple is readable only once its writer commits it)")
@@ -217,6 +270,16 @@ class FileReader:
         self._settled = stat_time - sig[2] / 1e9 >= SETTLE_SECONDS
         self.growth.note({s: info.num_entries for s, info in trees.items()}, sig[2] / 1e9, stat_time)
 
+    def _attach(self, f: Any, sig: tuple, objects: dict[str, Any]) -> incremental.Follower | None:
+        """A follower of every stream of ``f``; None when one cannot be followed (or was left out)."""
+        if any(obj is None for obj in objects.values()):
+            return None
+        try:
+            return incremental.attach(self.path, sig[0], f, objects)
+        except Exception as exc:  # an uproot whose objects are laid out otherwise: re-open on every change
+            log.debug("cannot follow %s in place: %s: %s", self.name, type(exc).__name__, exc)
+            return None
+
     def _reopen(self) -> None:
         last = len(RETRY_PAUSES)
         self._retrying(lambda n: self._open_once(strict=n < last), "read the ROOT structure")
@@ -225,7 +288,7 @@ class FileReader:
         info = self.trees[stream]
         if not info.offsets or info.offsets[-1] != info.num_entries:
             try:
-                info.offsets = entry_offsets(self._file[stream])
+                info.offsets = entry_offsets(self._objects[stream])
             except Exception:
                 info.offsets = [0, info.num_entries]
         return info.offsets
@@ -236,7 +299,7 @@ class FileReader:
         found = self._branch_maps.get(stream)
         if found is None:
             found = {}
-            for name, branch in self._file[stream].iteritems(recursive=True, full_paths=False):
+            for name, branch in self._objects[stream].iteritems(recursive=True, full_paths=False):
                 found.setdefault(name, branch)
             self._branch_maps[stream] = found
         return found
@@ -244,7 +307,7 @@ class FileReader:
     def _arrays(self, stream: str, names: Iterable[str], start: int, stop: int) -> ak.Array:
         if self._file is None:
             raise Unreadable(f"{self.name} is not open")
-        obj = self._file[stream]
+        obj = self._objects[stream]
         if obj.num_entries < stop:
             raise ValueError(f"stream has {obj.num_entries} entries, wanted {stop}")
         if isinstance(obj, uproot.behaviors.TBranch.HasBranches):
@@ -256,8 +319,10 @@ class FileReader:
             for name, branch in branches.items():
                 if name in wanted:
                     try:
+                        # only the baskets of the range: uproot walks all of a branch's baskets per read
+                        view, first = window(branch, start, stop)
                         columns[name] = within(budget, partial(
-                            branch.array, entry_start=start, entry_stop=stop, library="ak"))
+                            view.array, entry_start=start - first, entry_stop=stop - first, library="ak"))
                     except Expired:
                         raise SlowBranch(name, budget) from None
             if len(columns) != len(wanted):
@@ -353,6 +418,9 @@ class FileReader:
         return bad
 
     def close(self) -> None:
+        if self._follower is not None:
+            self._follower.close()
+            self._follower = None
         if self._file is not None:
             try:
                 self._file.close()
