@@ -978,6 +978,7 @@ SCENARIOS = [
     ("7", "memory", scenario_memory),
     ("8", "raw", scenario_raw_transport),
     ("9", "groups", lambda bench: _groups().scenario_groups(bench)),
+    ("10", "growth", lambda bench: _growth().scenario_growing_file(bench)),
 ]
 
 
@@ -985,3 +986,9 @@ def _groups():
     from . import groups  # it imports this module's helpers
 
     return groups
+
+
+def _growth():
+    from . import growth  # it imports this module's helpers
+
+    return growth

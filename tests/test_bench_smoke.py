@@ -20,6 +20,7 @@ SCENARIO_TITLES = [
     "7. Memory",
     "8. Raw transport ceiling",
     "9. Groups: a farm sharing one stream",
+    "10. Live latency and child CPU as the open file grows",
 ]
 
 
@@ -42,7 +43,7 @@ def test_bench_runner_writes_every_scenario_with_sane_numbers(tmp_path):
     result = json.loads(js.read_text())
     assert result["failures"] == []
     keys = {s["key"] for s in result["sections"]}
-    assert keys == {str(i) for i in range(1, 10)}
+    assert keys == {str(i) for i in range(1, 11)}
     rows = [row for s in result["sections"] for row in s["summary"]]
     assert len(rows) >= 15
     for row in rows:
@@ -55,7 +56,7 @@ def test_bench_runner_writes_every_scenario_with_sane_numbers(tmp_path):
     names = [row["scenario"] for row in rows]
     for wanted in ("vs uproot through XRootD", "vs an Arrow Flight server", "limit: column bytes over plain TCP",
                    "limit: the file from the page cache", "PSS per serving child", "group of 4: aggregate",
-                   "member killed: its records at another member"):
+                   "member killed: its records at another member", "tailing child's CPU"):
         assert any(wanted in name for name in names), f"no summary row {wanted!r} in {names}"
     # summary lines are in the markdown table too, each with its ratio
     summary = text.split("## Summary", 1)[1].split("\n## ", 1)[0]
