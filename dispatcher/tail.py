@@ -20,6 +20,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, TypeVar
 
@@ -47,6 +48,21 @@ SCHEMA_CACHE = 64
 FOLLOW = os.environ.get("DDS_TAIL_REOPEN", "") in ("", "0")
 #: polls of the follower that meet an append half-written before the file is opened anew
 TORN_POLLS = 4
+#: a read of at least this many entries of several branches of plain kinds reads them on PARALLEL_THREADS
+#: threads: zlib and numpy let go of the GIL, so the baskets of two branches decompress at once
+PARALLEL_ENTRIES = 10_000
+PARALLEL_THREADS = 2
+#: kinds whose reading is predictable (no object streamers): read in parallel, without a time budget
+PLAIN_KINDS = frozenset({"flat", "fixed", "jagged", "string"})
+_pool: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _threads() -> ThreadPoolExecutor:
+    """This process's pool (threads do not survive a fork: a forked child makes its own)."""
+    global _pool
+    if _pool is None or _pool[0] != os.getpid():
+        _pool = (os.getpid(), ThreadPoolExecutor(PARALLEL_THREADS, thread_name_prefix="dds-read"))
+    return _pool[1]
 #: the stream description the session uses (kept under its former name too)
 TreeInfo = StreamInfo
 
@@ -315,14 +331,23 @@ class FileReader:
             branches = self._branches(stream)
             wanted = set(names)
             budget = branch_budget(stop - start)
+            kinds = self.trees[stream].kinds if stream in self.trees else {}
+
+            def one(branch: Any) -> ak.Array:
+                # only the baskets of the range: uproot walks all of a branch's baskets per read
+                view, first = window(branch, start, stop)
+                return view.array(entry_start=start - first, entry_stop=stop - first, library="ak")
+
+            chosen = [(name, branch) for name, branch in branches.items() if name in wanted]
             columns = {}
-            for name, branch in branches.items():
-                if name in wanted:
+            if (len(chosen) > 1 and stop - start >= PARALLEL_ENTRIES
+                    and all(kinds.get(name) in PLAIN_KINDS for name, _ in chosen)):
+                for (name, _), column in zip(chosen, _threads().map(one, [b for _, b in chosen])):
+                    columns[name] = column
+            else:
+                for name, branch in chosen:
                     try:
-                        # only the baskets of the range: uproot walks all of a branch's baskets per read
-                        view, first = window(branch, start, stop)
-                        columns[name] = within(budget, partial(
-                            view.array, entry_start=start - first, entry_stop=stop - first, library="ak"))
+                        columns[name] = within(budget, partial(one, branch))
                     except Expired:
                         raise SlowBranch(name, budget) from None
             if len(columns) != len(wanted):
