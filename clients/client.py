@@ -340,17 +340,25 @@ class DDSClient:
                 and 0 <= timeout <= MAX_TIMEOUT):
             # the common case, served from what the last reply brought: no request to build and check
             rs = self._pop_set()
-            if self._grouped() or not self._position.seen_set(rs):
-                self._position.note_set(rs)
+            if self._new_set(rs):
                 return rs
         # checked before anything is sent
         request = _request(Next, _seconds(timeout, "timeout"), _count(advance_by, "advance_by"), 1)
         deadline = time.monotonic() + request.timeout
         while True:
             rs = self._resuming(lambda left: self._next(left, request.advance_by, request.timeout), _left(deadline))
-            if self._grouped() or not self._position.seen_set(rs):  # handed out before a reconnect: skipped
-                self._position.note_set(rs)
+            if self._new_set(rs):  # one handed out before a reconnect is skipped
                 return rs
+
+    def _new_set(self, rs: RecordSet) -> bool:
+        """False for a set handed out before a reconnect (``resume``: the new session replays from the
+        start of a file); the position to resume from is kept only by clients that resume."""
+        if not self.resume or self._grouped():
+            return True
+        if self._position.seen_set(rs):
+            return False
+        self._position.note_set(rs)
+        return True
 
     def _next(self, timeout: float, advance_by: int, asked: float) -> RecordSet:
         """One set, waiting up to ``timeout``; ``asked`` is the caller's own timeout (what a stream is for)."""
@@ -426,8 +434,9 @@ class DDSClient:
         deadline = time.monotonic() + request.timeout
         while True:
             batch = self._resuming(lambda left: self._next_batch(request, left), _left(deadline))
-            if not self._grouped():  # a group's records come in the order they are leased, not in entry order
-                batch = self._position.fresh_batch(batch)
+            if not self.resume or self._grouped():  # a group's records come in the order they are leased
+                return batch
+            batch = self._position.fresh_batch(batch)
             if batch is not None:
                 self._position.note_batch(batch)
                 return batch
@@ -562,14 +571,19 @@ def _request(cls: type[M], *args: object) -> M:
 
 def _record_sets(parts: list[Part], layout: Layout | None) -> list[RecordSet]:
     if isinstance(layout, OrderLayout):  # single-record sets sent ahead: set i is the next row of part order[i]
-        rows = [p.arrays.to_list() for p in parts]
+        rows = [_single_rows(p) for p in parts]
         used = [0] * len(parts)
         out = []
         for i in layout.order:
             p, r = parts[i], used[i]
             used[i] += 1
-            out.append(RecordSet(p.file, {p.stream: rows[i][r]}, {p.stream: int(p.entries[r])},
-                                 unserved=_unserved([p]), redelivered=p.redelivered, **_fresh([(p, r)])))
+            values, numbers, lag, age = rows[i]
+            out.append(RecordSet(p.file, {p.stream: values[r]}, {p.stream: numbers[r]},
+                                 unserved={p.stream: dict(p.unserved)} if p.unserved else None,
+                                 lag={p.stream: lag[r]} if lag is not None else None,
+                                 age=age[r] if age is not None else None,
+                                 skipped={p.stream: p.skipped} if p.skipped is not None else None,
+                                 redelivered=p.redelivered))
         return out
     if not isinstance(layout, SetsLayout):
         raise DDSError(f"record sets without a set layout: {type(layout).__name__}", MessageType.PROTOCOL_ERROR)
@@ -584,6 +598,19 @@ def _record_sets(parts: list[Part], layout: Layout | None) -> list[RecordSet]:
         out.append(RecordSet(s.file, records, entries, s.missing, unserved=_unserved(members),
                              **_fresh([(parts[i], row) for i, row in s.members])))
     return out
+
+
+def _single_rows(p: Part) -> tuple[list, list, list | None, list | None]:
+    """A part's records, entries, and each row's lag and age, as ``_fresh`` gives them one row at a time."""
+    entries = p.entries.tolist()
+    lag = (p.lag + entries[-1] - p.entries).tolist() if p.lag is not None and entries else None
+    age = None
+    if p.age and entries:
+        lasts = np.array([a[0] for a in p.age], dtype=np.int64)
+        seconds = np.array([a[1] for a in p.age], dtype=np.float64)
+        # each row: the first age step whose last entry is at or after it, else the last step
+        age = seconds[np.minimum(np.searchsorted(lasts, p.entries, side="left"), len(seconds) - 1)].tolist()
+    return p.arrays.to_list(), entries, lag, age
 
 
 def _record_batch(parts: list[Part], layout: Layout | None) -> RecordBatch:

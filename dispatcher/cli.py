@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import socket
@@ -148,6 +149,10 @@ def parentserver(port, max_clients, level, data_dir, bind, log_file, handshake_t
     except ImportError:
         pass
 
+    # Every object so far (the imports: most of the children's memory) goes to the permanent generation,
+    # so no collection in a child walks them: a walk writes each object's header, and every page it writes
+    # is copied into the child (copy-on-write), ~10 ms of every new client's first request.
+    gc.freeze()
     sys.exit(server.serve())
 
 

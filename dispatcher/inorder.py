@@ -13,7 +13,7 @@ from .columnar import Part
 from .layouts import OrderLayout
 from .position import FilePosition
 from .protocol import MessageType
-from .reader import CHUNK_ENTRIES, StreamReader
+from .reader import CHUNK_ENTRIES, FIRST_CHUNK, StreamReader
 from .session_errors import SessionError
 
 
@@ -39,7 +39,13 @@ class InOrder:
         self._sent_file = None
 
     def next(self, deadline: float, advance_by: int, prefetch: int) -> tuple[list[Part], OrderLayout]:
-        """The next record set after skipping ``advance_by - 1``, and up to ``prefetch - 1`` more ready now."""
+        """The next record set after skipping ``advance_by - 1``, and up to ``prefetch - 1`` more ready now.
+
+        The first reply after a subscription holds at most FIRST_CHUNK sets: a new client's first record
+        comes after one short read, and the sets after it stream in while it handles that one."""
+        if self.reader.first_reply:
+            self.reader.first_reply = False
+            prefetch = min(prefetch, FIRST_CHUNK)
         self._skip(deadline, advance_by - 1)
         self.produce(deadline)
         return self._merged(max(1, prefetch))

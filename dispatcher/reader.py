@@ -31,9 +31,9 @@ log = logging.getLogger("dds.session")
 #: entries read per chunk (aligned up to a basket boundary when one is near)
 CHUNK_ENTRIES = 50_000
 #: the first chunk of a stream: a DAQ file has one small basket per append (~10 records), and
-#: uproot pays ~50 us per basket, so a first record is fast only if the first read is short
-#: (the client's default prefetch of 256 sets is read anyway)
-FIRST_CHUNK = 256
+#: uproot pays ~40 us per basket and branch, so a first record is fast only if the first read is
+#: short (the first reply of ``next`` holds at most this many sets: see InOrder.next)
+FIRST_CHUNK = 32
 #: a reply's record data stays under this many bytes (a single record larger than that goes alone):
 #: well below what a client accepts (protocol.SERVER_MAX_BODY), and what one reply costs in memory
 MAX_REPLY_BYTES = 64 * 1024 * 1024
@@ -165,12 +165,14 @@ class StreamReader:
         self.sub: Subscription | None = None
         self.streams: dict[str, StreamCursor] = {}
         self._selections: dict[Any, Selection] = {}
+        self.first_reply = False
 
     def use(self, sub: Subscription | None, streams: dict[str, StreamCursor]) -> None:
         """Serve ``sub`` from these stream positions on."""
         self.sub = sub
         self.streams = streams
         self._selections = {}
+        self.first_reply = True  # the next ``next`` is the first of this subscription (see InOrder.next)
 
     @property
     def subscription(self) -> Subscription:

@@ -385,7 +385,7 @@ def served(c: DDSClient) -> list:
         b = c.next_batch(25, timeout=5)
         out.append((b.file, b.entries.tolist(), ak.to_list(b.arrays), b.lag, b.unserved, b.age is not None))
     c.go_to_file(B)
-    for _ in range(30):
+    for _ in range(40):
         rs = c.next(timeout=5)
         out.append((rs.file, rs.entries, rs.records, rs.lag, rs.unserved, rs.age is not None))
     return out
@@ -397,7 +397,8 @@ def test_streamed_replies_are_compressed_and_give_the_same_records_and_freshness
     import clients.client as client_mod
 
     for i, name in enumerate((A, B, C)):
-        closed_file(data_dir, name, 100 * i, 60 + 10 * i)
+        # B is big enough that its sets after the first reply (a short one) make a reply worth compressing
+        closed_file(data_dir, name, 1000 * i, 150 if name == B else 60 + 10 * i)
     server = server_factory(data_dir)
     with DDSClient(server.host, server.port, window=0) as c:
         plain = served(c)
