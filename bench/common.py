@@ -241,3 +241,12 @@ def recv_exact(sock: socket.socket, view: memoryview) -> bool:
             raise ConnectionError("peer closed in the middle of a frame")
         pos += k
     return True
+
+
+def end_processes(procs) -> None:
+    """Wait a little for each ``multiprocessing`` process to end; kill the ones that do not."""
+    for p in procs:
+        p.join(timeout=30)
+        if p.is_alive():
+            p.kill()
+            p.join(5)

@@ -12,6 +12,7 @@ import os
 import signal
 import time
 
+from . import common
 from .common import STREAM, median, percentile
 from .scenarios import BIG_BATCH, FLAT_FILE, TAIL_FILE, Bench, Section, Summary, fmt_ms, fmt_rate, ratio
 
@@ -72,11 +73,7 @@ def _farm(bench: Bench, members: int, group: str | None) -> float:
         go.set()
         results = [out.get(timeout=300) for _ in procs]
     finally:
-        for p in procs:
-            p.join(30)
-            if p.is_alive():
-                p.kill()
-                p.join(5)
+        common.end_processes(procs)
     bad = [r for r in results if not isinstance(r, tuple)]
     if bad:
         raise RuntimeError(f"a reader failed: {bad[0]}")

@@ -627,11 +627,7 @@ def _run_clients(target, arg0, arg1, k: int, seconds: float, measured=None) -> t
         pss = [kb for kb in map(common.pss_kb, (measured or list)(pids)) if kb is not None] if ok else []
     finally:
         release.set()
-        for p in procs:
-            p.join(timeout=30)
-            if p.is_alive():
-                p.kill()
-                p.join(5)
+        common.end_processes(procs)
     bad = [c for c in counts if not isinstance(c, int)]
     if bad:
         raise RuntimeError(f"a fan-out client failed: {bad[0]}")

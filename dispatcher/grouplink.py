@@ -25,6 +25,7 @@ import time
 from typing import Any
 
 from .groups import GroupError, Ledger
+from .status import received
 
 log = logging.getLogger("dds.groups")
 
@@ -118,15 +119,7 @@ class Desk:
 
     def readable(self, line: Line) -> None:
         """Handle what the line's child sent (bounded); answer what needs an answer."""
-        for _ in range(64):
-            try:
-                data = line.sock.recv(MAX_MESSAGE)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                return
-            if not data:
-                return
+        for data in received(line.sock, MAX_MESSAGE):
             answer = self.handle(line, data)
             if answer is not None:
                 try:

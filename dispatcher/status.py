@@ -66,6 +66,19 @@ def channel() -> tuple[socket.socket, socket.socket]:
     return parent_end, child_end
 
 
+def received(sock: socket.socket, size: int, most: int = 64):
+    """The messages waiting on a non-blocking datagram or seqpacket socket, up to ``most`` (the parent's
+    loop must get back to its other sockets); stops at the first that is not there, or at an error."""
+    for _ in range(most):
+        try:
+            data = sock.recv(size)
+        except OSError:  # BlockingIOError (nothing waiting), InterruptedError, or the socket is broken
+            return
+        if not data:
+            return
+        yield data
+
+
 def short(text: Any, limit: int = SELECTION_CHARS) -> Any:
     """A selection as a status row shows it: cut to ``limit`` characters (dicts: each value)."""
     if isinstance(text, dict):
@@ -290,15 +303,7 @@ class Board:
     def readable(self, row: Row) -> None:
         """Read what the row's child sent (bounded); keep the newest snapshot."""
         now = time.monotonic()
-        for _ in range(64):
-            try:
-                data = row.sock.recv(MAX_REPORT_BYTES)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                return
-            if not data:
-                return
+        for data in received(row.sock, MAX_REPORT_BYTES):
             try:
                 snap = json.loads(data)
             except ValueError:
