@@ -182,7 +182,10 @@ class DDSClient:
     def close(self) -> None:
         """End the session (the server's child exits). A group member first acknowledges what it handed
         out and gives back the record sets it had received and not handed out yet."""
-        if self._sub is not None and self._sub.group is not None and self._sock is not None:
+        self._close(clean=True)
+
+    def _close(self, clean: bool) -> None:
+        if clean and self._sub is not None and self._sub.group is not None and self._sock is not None:
             try:
                 self._end_stream()
                 if self._ahead:
@@ -200,8 +203,10 @@ class DDSClient:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, exc_type, exc, tb):
+        # a group member leaving on an exception acknowledges nothing more: what it was handed last goes
+        # to another member (marked redelivered), as when a worker crashes
+        self._close(clean=exc_type is None)
 
     def __repr__(self) -> str:
         state = "connected" if self.is_valid() else "closed"

@@ -57,6 +57,8 @@ RR_QUEUE = 2
 MAX_LEASE = 1_000_000
 #: basket boundaries kept per stream (ahead of the frontier)
 MAX_EDGES = 4096
+#: groups one server keeps at most (a new one beyond it first forgets the group that has lingered longest)
+MAX_GROUPS = 1000
 
 
 class GroupError(ValueError):
@@ -198,6 +200,7 @@ class Ledger:
                                  f"the same way (or choose another group name)")
             created = False
         else:
+            self._make_room()
             g = self.groups[name] = Group(name, dict(key), distribution, restore, start)
             if place is not None:
                 self._place(g, place["file"], place.get("entries") or {})
@@ -210,6 +213,17 @@ class Ledger:
             log.info("%s joined group %s (%d members) at %s", address, name, len(g.members), self._where(g))
         return {"group": name, "created": created, "file": g.file, "entries": dict(g.frontier),
                 "members": len(g.members)}
+
+    def _make_room(self) -> None:
+        if len(self.groups) < MAX_GROUPS:
+            return
+        lingering = [g for g in self.groups.values() if not g.members and g.left_at is not None]
+        if not lingering:
+            raise GroupError(f"this server already keeps {MAX_GROUPS} groups with members: no room for another")
+        oldest = min(lingering, key=lambda g: g.left_at or 0.0)
+        del self.groups[oldest.name]
+        log.warning("group %s forgotten early: %d groups are kept at most (it was at %s)", oldest.name, MAX_GROUPS,
+                    self._where(oldest))
 
     def _place(self, g: Group, file: str, entries: dict[str, int]) -> None:
         g.file = file

@@ -161,3 +161,17 @@ def test_dump_and_load_carry_the_place_and_give_back_what_was_in_flight():
     assert spans[:2] == [(0, 500, True, 0), (500, 1000, False, 0)]
     assert spans[2] == (y["start"], y["stop"], False, 40 % 2)
     assert again.load({"groups": [{"name": "broken"}]}, 0.0) == 0
+
+
+def test_groups_are_bounded_lingering_ones_go_first(monkeypatch):
+    from dispatcher import groups
+
+    monkeypatch.setattr(groups, "MAX_GROUPS", 2)
+    led = Ledger(linger=60)
+    led.join(1, "c1", "a", KEY, "balanced", "redeliver", "oldest", None, 0.0)
+    led.join(2, "c2", "b", KEY, "balanced", "redeliver", "oldest", None, 0.0)
+    with pytest.raises(GroupError, match="2 groups"):
+        led.join(3, "c3", "c", KEY, "balanced", "redeliver", "oldest", None, 0.0)
+    led.leave(1, clean=True, now=1.0)  # "a" lingers: it makes room
+    led.join(3, "c3", "c", KEY, "balanced", "redeliver", "oldest", None, 2.0)
+    assert sorted(led.groups) == ["b", "c"]

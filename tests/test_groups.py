@@ -443,3 +443,18 @@ def test_metrics_show_each_group(data_dir, server_factory):
     assert m[("dds_group_members", label)] == 2
     assert m[("dds_group_in_flight_records", label)] == n == m[("dds_group_records_handed_total", label)]
     assert m[("dds_group_records_redelivered_total", label)] == 0
+
+
+def test_a_member_leaving_on_an_exception_has_its_last_batch_redelivered(data_dir, server):
+    names = [n for n, _ in _files(data_dir, [3_000])]
+    with DDSClient(server.host, server.port) as b:
+        b.subscribe(_sub())
+        with pytest.raises(RuntimeError), DDSClient(server.host, server.port) as a:
+            a.subscribe(_sub())
+            failed = a.next_batch(1000, timeout=5)
+            raise RuntimeError("the worker's code failed on this batch")
+        rest: list = []
+        _drain(b, rest, idle=0.5)
+    again = {(f, e) for f, e, r in rest if r}
+    assert again == {(failed.file, int(e)) for e in failed.entries}
+    assert {(f, e) for f, e, _ in rest} == _passing(data_dir, names)
