@@ -96,11 +96,13 @@ def _level(ctx, param, value):
               metavar="SECONDS", help="a group whose members all left keeps its place this long")
 @click.option("--group-state", type=click.Path(dir_okay=False), default=None, metavar="FILE",
               help="keep the groups' places in FILE, so a restarted server continues them [default: memory only]")
+@click.option("--basket-cache-mb", type=click.IntRange(0, 10**6), default=256, show_default=True, metavar="MB",
+              help="baskets decompressed once for all clients, kept in /dev/shm up to this size; 0: off")
 @click.option("--status-reports/--no-status-reports", default=True, hidden=True,
               help="children report their state to the parent (off: only to measure what it costs)")
 def parentserver(port, max_clients, level, data_dir, bind, log_file, handshake_timeout, idle_timeout,
                  stall_timeout, poll_interval, allow, token_file, tls_cert, tls_key, compression, metrics_port,
-                 metrics_bind, group_linger, group_state, status_reports):
+                 metrics_bind, group_linger, group_state, basket_cache_mb, status_reports):
     """Serve the ROOT files of a DAQ data directory to DDS clients (one forked child per client)."""
     data_dir = data_dir or os.environ.get("DDS_DAQ_DATA_DIR")
     if not data_dir:
@@ -127,6 +129,7 @@ def parentserver(port, max_clients, level, data_dir, bind, log_file, handshake_t
         compression=compression,
         metrics_port=metrics_port, metrics_bind=metrics_bind, status_reports=status_reports,
         group_linger=group_linger, group_state=os.path.abspath(group_state) if group_state else None,
+        basket_cache_mb=basket_cache_mb,
     )
     try:
         server = ParentServer(config)

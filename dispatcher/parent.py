@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import __version__, access, compression
+from .basketcache import BUDGET_MB, Cache
 from .doorway import REFUSAL_CAUSES, Admit, Doorway, Pending, StopAsked, Verdict, peer_text, unregister
 from .grouplink import Desk, Line
 from .grouplink import channel as group_channel
@@ -85,6 +86,7 @@ class ServerConfig:
     status_reports: bool = True  # children report to the parent (off only to measure what that costs)
     group_linger: float = LINGER_SECONDS  # seconds a group without members keeps its place
     group_state: str | None = None  # file the groups are kept in across restarts; None: memory only
+    basket_cache_mb: int = BUDGET_MB  # decompressed baskets shared by the children (basketcache); 0: off
 
 
 class Phase(enum.Enum):
@@ -211,6 +213,8 @@ class ParentServer:
         self.doorway = Doorway(config, self.sel, self.identity, self.tls, self._client_count, self.status)
         self.board = Board()  # what each child reports over its channel
         self.desk = Desk(Ledger(config.group_linger), config.group_state)  # the groups, fed by the children
+        self.cache = Cache(config.basket_cache_mb)  # decompressed baskets the children share
+        self._trimmed_at = 0.0
         self.started = time.time()
         self._files_seen: set[str] = set()
         self._files_at = 0.0
@@ -263,6 +267,9 @@ class ParentServer:
                 "clients from " + ",".join(map(str, allow)) if allow else "clients from anywhere",
                 "token required" if self.config.token else "no token",
                 "TLS" if self.tls else "no TLS (plain TCP)")
+        if self.cache.directory is not None:
+            log.log(level, "baskets decompressed once for all children in %s (at most %d MB)", self.cache.directory,
+                    self.config.basket_cache_mb)
         wanted = self.config.compression or ()
         missing = [c for c in wanted if c not in compression.available(wanted)]
         if missing:  # said now, not only to the first client that asks
@@ -276,6 +283,7 @@ class ParentServer:
             log.exception("unexpected error in the parent: ending every session and exiting")
             for pid in list(self.children):
                 _kill(pid, signal.SIGTERM)
+            self.cache.close()
             return EXIT_PARENT_CRASH
         self._close()
         log.info("stopped")
@@ -317,8 +325,11 @@ class ParentServer:
         return LOOP_SECONDS if due is None else max(0.0, min(LOOP_SECONDS, due - now))
 
     def _tick(self, now: float) -> None:
-        """What time alone decides: handshake deadlines, stop deadlines, lingering groups."""
+        """What time alone decides: handshake deadlines, stop deadlines, lingering groups, the cache's size."""
         self.desk.tick()
+        if now - self._trimmed_at >= FILES_SECONDS:
+            self._trimmed_at = now
+            self.cache.trim()
         if self.metrics is not None:
             self.metrics.expire(now)
             if now - self._files_at >= FILES_SECONDS:  # "files seen" for the metrics
@@ -409,6 +420,7 @@ class ParentServer:
 
     def _log_end(self, pid: int, status: int) -> None:
         peer = self.children.pop(pid, "?")
+        self.cache.set_children(len(self.children))
         how = describe_status(status, self._sigkilled.pop(pid, None))
         level = logging.INFO if status == 0 else logging.WARNING
         log.log(level, "child %d (client %s) %s", pid, peer, how)
@@ -493,6 +505,7 @@ class ParentServer:
                 os._exit(code)
         p.sock.close()
         self.children[pid] = peer
+        self.cache.set_children(len(self.children))
         if mine is not None and theirs is not None:
             theirs.close()
             self.sel.register(mine, selectors.EVENT_READ, self.board.add(pid, peer, mine))
@@ -513,6 +526,10 @@ class ParentServer:
         self.doorway.forget_all()
         self.board.close_all()
         self.desk.close_all()
+        if self.cache.directory is not None:
+            from .basketcache import install
+
+            install(self.cache.directory, self.cache.count)
         if self.metrics is not None:
             self.metrics.close_in_child()
             self.metrics = None
@@ -598,6 +615,7 @@ class ParentServer:
         self.board.close_all()
         self.desk.close_all()
         self.desk.save()
+        self.cache.close()
         self.sel.close()
         for fd in (self._wake_r, self._wake_w):
             if fd >= 0:
