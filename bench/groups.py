@@ -157,7 +157,9 @@ def scenario_groups(bench: Bench) -> Section:
                f"records over the time from the start signal to the last record any member received; best of "
                f"{s.repeat}, plain and groups alternating. Every run checks that the members together got every "
                f"record once. The machine has {os.cpu_count()} cores, so a farm shares them with its serving "
-               f"children and cannot go faster than they allow.",
+               f"children and cannot go faster than they allow. The server's basket cache is shared by all its "
+               f"children: in a full run it is warm from scenario 5 (the same file), so the plain client and the "
+               f"members alike read most blocks decompressed already.",
                "Redelivery: a member holding 5 records (unacknowledged) is SIGKILLed while another member waits "
                "in next_batch; timed from the kill to that member's reply, which must hold the 5 records, marked "
                "redelivered. In between: the victim's child sees its client gone and exits, the parent reaps it "
