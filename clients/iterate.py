@@ -131,7 +131,8 @@ def _objects(items) -> np.ndarray:
 
 
 def iterate(address, streams, expressions=None, cut=None, *, step_size=1000, keep_up="all",
-            start="oldest", timeout=10.0, library="ak", report=False, resume=False, compression=None) -> Iterator:
+            start="oldest", timeout=10.0, library="ak", report=False, resume=False, compression=None,
+            group=None) -> Iterator:
     """Iterate over the records a ddsparentserver serves, in steps, like ``uproot.iterate``.
 
     Args:
@@ -153,6 +154,10 @@ def iterate(address, streams, expressions=None, cut=None, *, step_size=1000, kee
         resume (bool): when the server goes away, reconnect and continue where the steps were
             (``DDSClient(resume=True)``); default False.
         compression (str or None): ``"zstd"`` or ``"lz4"`` on the wire; default None.
+        group (str or None): share the records with every other reader of this group name: each
+            passing record goes to one of them (a farm; see ``Subscription(group=...)``). Asking for the
+            next step acknowledges the last one; leaving the loop (``break``, the end) acknowledges all; an
+            error of the server's ends it without, so another member gets the last step again; default None.
 
     Yields:
         One step: the passing records of one stream of one file, in entry order.
@@ -176,7 +181,7 @@ def iterate(address, streams, expressions=None, cut=None, *, step_size=1000, kee
     stream_names = (streams,) if isinstance(streams, str) else tuple(streams)
     try:
         subscription = Subscription(streams=stream_names, keep_up=keep_up, selection=cut,
-                                    branches=_branches(stream_names, expressions), start=start)
+                                    branches=_branches(stream_names, expressions), start=start, group=group)
     except SubscriptionError as exc:
         raise DDSError(str(exc), MessageType.BAD_SUBSCRIPTION) from None
     return _steps(servers, subscription, int(step_size), float(timeout), library, report, resume, compression)
@@ -195,7 +200,8 @@ def _steps(servers, subscription, step_size, timeout, library, report, resume, c
 
 
 def _generate(client: DDSClient, step_size, timeout, library, report):
-    with client:
+    clean = True
+    try:
         while True:
             try:
                 batch = client.next_batch(step_size, timeout)
@@ -209,3 +215,10 @@ def _generate(client: DDSClient, step_size, timeout, library, report):
                 yield arrays, Report(batch.stream, batch.file, start, stop, entries)
             else:
                 yield arrays
+    except GeneratorExit:  # the caller left the loop: it had what it was given
+        raise
+    except BaseException:
+        clean = False
+        raise
+    finally:
+        client._close(clean=clean)

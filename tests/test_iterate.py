@@ -190,3 +190,33 @@ def test_addresses_are_host_colon_port(text, want):
 def test_bad_addresses_are_refused_with_the_address_named(bad):
     with pytest.raises(ValueError, match="address|port"):
         parse_address(bad)
+
+
+def test_readers_of_one_group_share_the_records_once(server):
+    import threading
+
+    got: dict[int, list] = {0: [], 1: []}
+
+    def read(i):
+        for arrays, rep in clients.iterate(address(server), SNARL, ["snarl"], step_size=50, timeout=1.0,
+                                           group="iterate-farm", report=True):
+            assert len(arrays) == len(rep.entries) <= 50
+            got[i].extend((rep.file, int(e)) for e in rep.entries)
+            time.sleep(0.005)
+
+    threads = [threading.Thread(target=read, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    both = got[0] + got[1]
+    assert got[0] and got[1] and len(both) == len(set(both))
+    want = set()
+    for f in daq_files(server.data_dir):
+        n = uproot.open(f)[SNARL].num_entries
+        want.update((os.path.basename(f), e) for e in range(n))
+    assert set(both) == want
+    # a reader that leaves its loop early acknowledges what it was given: the group goes on after it
+    first = next(iter(clients.iterate(address(server), SNARL, step_size=10, timeout=1.0, group="iterate-late")))
+    rest = list(clients.iterate(address(server), SNARL, step_size=1000, timeout=1.0, group="iterate-late"))
+    assert len(first) + sum(len(a) for a in rest) == len(want)
