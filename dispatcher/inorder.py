@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .columnar import Part
+from .delivery import Delivery
 from .layouts import OrderLayout
 from .position import FilePosition
 from .protocol import MessageType
@@ -17,17 +18,11 @@ from .reader import CHUNK_ENTRIES, FIRST_CHUNK, StreamReader
 from .session_errors import SessionError
 
 
-class InOrder:
-    """Serve passing records in file order and, per stream, entry order.
-
-    Args:
-        position (FilePosition): the current file.
-        reader (StreamReader): the subscribed streams.
-    """
+class InOrder(Delivery):
+    """Serve passing records in file order and, per stream, entry order (see :class:`Delivery`)."""
 
     def __init__(self, position: FilePosition, reader: StreamReader):
-        self.position = position
-        self.reader = reader
+        super().__init__(position, reader)
         # what the last reply sent ahead, which a rewind may give back: stream -> (entries, prescale indices)
         self._sent: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._sent_file: str | None = None

@@ -15,6 +15,7 @@ import numpy as np
 from . import reader as stream_reader
 from .catalog import NoFileError
 from .columnar import Part
+from .delivery import Delivery
 from .layouts import SetLayout, SetsLayout
 from .position import FilePosition
 from .reader import StreamReader, fitting
@@ -28,17 +29,11 @@ FIRST_STEP = 1000
 MAX_SKIPPED_FILES = 32
 
 
-class Newest:
-    """Serve the newest passing records not yet served, one stream at a time.
-
-    Args:
-        position (FilePosition): the current file.
-        reader (StreamReader): the subscribed streams.
-    """
+class Newest(Delivery):
+    """Serve the newest passing records not yet served, one stream at a time (see :class:`Delivery`)."""
 
     def __init__(self, position: FilePosition, reader: StreamReader):
-        self.position = position
-        self.reader = reader
+        super().__init__(position, reader)
         self._rr = 0  # the stream whose turn it is
         self.skipped: dict[str, int] = {}  # stream -> passing records skipped since its last part
 

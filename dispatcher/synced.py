@@ -19,9 +19,9 @@ import awkward as ak
 import numpy as np
 
 from .columnar import Part
+from .delivery import Delivery
 from .layouts import SetLayout, SetsLayout, SyncBatchLayout
-from .position import FilePosition
-from .reader import StreamReader, sync_branch
+from .reader import sync_branch
 
 #: synced sets per batch at most (each set's row numbers travel in the JSON header)
 MAX_SYNC_BATCH = 100_000
@@ -42,17 +42,8 @@ class Candidate:
         self.waiting = waiting
 
 
-class Synced:
-    """Serve synced record sets of the subscribed streams.
-
-    Args:
-        position (FilePosition): the current file.
-        reader (StreamReader): the subscribed streams.
-    """
-
-    def __init__(self, position: FilePosition, reader: StreamReader):
-        self.position = position
-        self.reader = reader
+class Synced(Delivery):
+    """Serve synced record sets of the subscribed streams (see :class:`Delivery`)."""
 
     def next_set(self, deadline: float) -> tuple[list[Part], SetsLayout]:
         """One synced record set: a part per member stream."""
