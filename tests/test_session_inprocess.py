@@ -8,6 +8,7 @@ of a request.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
@@ -34,15 +35,8 @@ def clock():
 
 
 @pytest.fixture
-def data(tmp_path):
-    d = tmp_path / "data"
-    d.mkdir()
-    return d
-
-
-@pytest.fixture
-def session(data, clock):
-    s = Session(Catalog(str(data)), clock, poll_interval=POLL, clock=clock)
+def session(data_dir, clock):
+    s = Session(Catalog(str(data_dir)), clock, poll_interval=POLL, clock=clock)
     yield s
     s.close()
 
@@ -53,11 +47,20 @@ def closed(path) -> None:
     os.utime(path, (past, past))
 
 
-def snarl_file(data, name: str, first: int, n: int, *, steps: int = 2) -> dict:
+def snarl_file(data_dir, name: str, first: int, n: int, *, steps: int = 2) -> dict:
     d = snarl_data(first, n)
-    write_file(data / name, {"DaqSnarl": d}, steps=steps)
-    closed(data / name)
+    write_file(data_dir / name, {"DaqSnarl": d}, steps=steps)
+    closed(data_dir / name)
     return d
+
+
+@contextlib.contextmanager
+def open_snarl(path, n: int):
+    """A file the DAQ still writes: a DaqSnarl of evt 0..n-1; yields the tree, for the test to extend."""
+    with uproot.recreate(str(path)) as f:
+        tree = f.mktree("DaqSnarl", {"evt": "int64"})
+        tree.extend({"evt": np.arange(n, dtype=np.int64)})
+        yield tree
 
 
 def two_streams(path, snarl_evts, monitor_evts) -> None:
@@ -111,27 +114,27 @@ def drain(session, max_records=1000, timeout=0.5) -> list[tuple[str, int]]:
 # ------------------------------------------------------------------ keep-up modes
 
 
-def test_all_mode_serves_every_record_of_every_file_in_order(session, data):
-    snarl_file(data, A, 0, 300)
-    snarl_file(data, B, 300, 200)
-    snarl_file(data, C, 500, 100)
+def test_all_mode_serves_every_record_of_every_file_in_order(session, data_dir):
+    snarl_file(data_dir, A, 0, 300)
+    snarl_file(data_dir, B, 300, 200)
+    snarl_file(data_dir, C, 500, 100)
     session.subscribe(sub())
     got = drain(session, max_records=128)
     assert [e for _, e in got] == list(range(600))
     assert [f for f, _ in got] == [A] * 300 + [B] * 200 + [C] * 100
 
 
-def test_file_mode_skips_to_the_newest_file_once_the_current_one_is_served(session, data):
-    snarl_file(data, A, 0, 50)
-    snarl_file(data, B, 50, 50)
-    snarl_file(data, C, 100, 50)
+def test_file_mode_skips_to_the_newest_file_once_the_current_one_is_served(session, data_dir):
+    snarl_file(data_dir, A, 0, 50)
+    snarl_file(data_dir, B, 50, 50)
+    snarl_file(data_dir, C, 100, 50)
     session.subscribe(sub(keep_up="file"))
     got = drain(session)
     assert got == [(A, e) for e in range(50)] + [(C, e) for e in range(100, 150)]
 
 
-def test_next_merges_streams_by_entry(session, data):
-    two_streams(data / A, [0, 1, 2], [10, 11])
+def test_next_merges_streams_by_entry(session, data_dir):
+    two_streams(data_dir / A, [0, 1, 2], [10, 11])
     session.subscribe(sub(streams=["DaqSnarl", "DaqMonitor"]))
     parts, layout = session.next(1.0, prefetch=5)
     assert isinstance(layout, OrderLayout)
@@ -139,11 +142,8 @@ def test_next_merges_streams_by_entry(session, data):
     assert got == [("DaqSnarl", 0), ("DaqMonitor", 0), ("DaqSnarl", 1), ("DaqMonitor", 1), ("DaqSnarl", 2)]
 
 
-def test_record_mode_serves_the_newest_record_and_waits_for_a_newer_one(session, data, clock):
-    path = data / A
-    with uproot.recreate(str(path)) as f:
-        tree = f.mktree("DaqSnarl", {"evt": "int64"})
-        tree.extend({"evt": np.arange(100, dtype=np.int64)})
+def test_record_mode_serves_the_newest_record_and_waits_for_a_newer_one(session, data_dir, clock):
+    with open_snarl(data_dir / A, 100) as tree:
         session.subscribe(sub(keep_up="record"))
         parts, layout = session.next(1.0)
         assert isinstance(layout, SetsLayout) and layout.sets[0].missing == ()
@@ -158,40 +158,40 @@ def test_record_mode_serves_the_newest_record_and_waits_for_a_newer_one(session,
         assert err.value.message_type is MessageType.TIMEOUT
 
 
-def test_record_mode_batch_gives_the_newest_records_in_entry_order(session, data):
-    snarl_file(data, A, 0, 5000)
+def test_record_mode_batch_gives_the_newest_records_in_entry_order(session, data_dir):
+    snarl_file(data_dir, A, 0, 5000)
     session.subscribe(sub(keep_up="record", selection="evt % 2 == 0"))
     parts, layout = session.next_batch(10, 1.0)
     assert layout is None
     assert parts[0].arrays["evt"].to_list() == list(range(4980, 5000, 2))
 
 
-def test_record_mode_jumps_to_the_newest_file(session, data, clock):
-    snarl_file(data, A, 0, 10)
+def test_record_mode_jumps_to_the_newest_file(session, data_dir, clock):
+    snarl_file(data_dir, A, 0, 10)
     session.subscribe(sub(keep_up="record"))
     assert next_evt(session) == 9
-    clock.call_later(0.05, snarl_file, data, B, 10, 10)
+    clock.call_later(0.05, snarl_file, data_dir, B, 10, 10)
     assert next_evt(session) == 19
 
 
 # ------------------------------------------------------------------ selection and prescale
 
 
-def test_prescale_delivers_every_nth_passing_record(session, data):
-    d = snarl_file(data, A, 0, 1000, steps=4)
+def test_prescale_delivers_every_nth_passing_record(session, data_dir):
+    d = snarl_file(data_dir, A, 0, 1000, steps=4)
     session.subscribe(sub(selection="kind != 0", prescale=3))
     got = [e for _, e in drain(session, max_records=77)]
     assert got == d["evt"][d["kind"] != 0][::3].tolist()
 
 
 @pytest.mark.parametrize("prescale", [1, 3])
-def test_prefetch_and_rewind_agree_with_a_client_without_prefetch(data, clock, prescale):
-    snarl_file(data, A, 0, 600, steps=3)
-    snarl_file(data, B, 600, 600, steps=3)
+def test_prefetch_and_rewind_agree_with_a_client_without_prefetch(data_dir, clock, prescale):
+    snarl_file(data_dir, A, 0, 600, steps=3)
+    snarl_file(data_dir, B, 600, 600, steps=3)
     steps = [1, 3, 1, 100, 2, 1, 7]
     seqs = []
     for prefetch in (1, 64):
-        s = Session(Catalog(str(data)), clock, poll_interval=POLL, clock=clock)
+        s = Session(Catalog(str(data_dir)), clock, poll_interval=POLL, clock=clock)
         s.subscribe(sub(selection="kind != 3", prescale=prescale))
         seq = []
         for k in steps:
@@ -206,8 +206,8 @@ def test_prefetch_and_rewind_agree_with_a_client_without_prefetch(data, clock, p
     assert seqs[0] == seqs[1]
 
 
-def test_rewind_after_prefetch_continues_right_after_the_last_used_record(session, data):
-    snarl_file(data, A, 0, 100)
+def test_rewind_after_prefetch_continues_right_after_the_last_used_record(session, data_dir):
+    snarl_file(data_dir, A, 0, 100)
     session.subscribe(sub())
     parts, layout = session.next(1.0, prefetch=10)
     assert [rs["DaqSnarl"][2] for rs in sets_of(parts, layout)] == list(range(10))
@@ -218,8 +218,8 @@ def test_rewind_after_prefetch_continues_right_after_the_last_used_record(sessio
     assert next_evt(session) == 4
 
 
-def test_resubscribe_applies_from_just_after_the_last_served_record(session, data):
-    d = snarl_file(data, A, 0, 500)
+def test_resubscribe_applies_from_just_after_the_last_served_record(session, data_dir):
+    d = snarl_file(data_dir, A, 0, 500)
     session.subscribe(sub(selection="kind == 1"))
     session.next(1.0, prefetch=50)  # read ahead and sent, but only ...
     session.rewind(A, {"DaqSnarl": 3})  # ... three used
@@ -228,8 +228,8 @@ def test_resubscribe_applies_from_just_after_the_last_served_record(session, dat
     assert [next_evt(session) for _ in range(3)] == [last + 1, last + 2, last + 3]
 
 
-def test_read_ahead_reads_what_the_next_request_serves(session, data):
-    snarl_file(data, A, 0, 2000, steps=8)
+def test_read_ahead_reads_what_the_next_request_serves(session, data_dir):
+    snarl_file(data_dir, A, 0, 2000, steps=8)
     session.subscribe(sub())
     assert next_evt(session) == 0
     while session.read_ahead():
@@ -241,9 +241,9 @@ def test_read_ahead_reads_what_the_next_request_serves(session, data):
 # ------------------------------------------------------------------ event building
 
 
-def test_sync_builds_sets_and_names_streams_missing_from_a_closed_file(session, data):
-    two_streams(data / A, range(10), [0, 2, 3, 7])
-    two_streams(data / B, [10, 11], [10, 11])
+def test_sync_builds_sets_and_names_streams_missing_from_a_closed_file(session, data_dir):
+    two_streams(data_dir / A, range(10), [0, 2, 3, 7])
+    two_streams(data_dir / B, [10, 11], [10, 11])
     session.subscribe(sub(streams=["DaqSnarl", "DaqMonitor"], sync="evt"))
     for evt in range(12):
         parts, layout = session.next(1.0)
@@ -256,8 +256,8 @@ def test_sync_builds_sets_and_names_streams_missing_from_a_closed_file(session, 
         assert s.file == (A if evt < 10 else B)
 
 
-def test_sync_batch_gives_each_sets_row(session, data):
-    two_streams(data / A, range(6), [1, 4, 5])
+def test_sync_batch_gives_each_sets_row(session, data_dir):
+    two_streams(data_dir / A, range(6), [1, 4, 5])
     session.subscribe(sub(streams=["DaqSnarl", "DaqMonitor"], sync="evt"))
     parts, layout = session.next_batch(100, 1.0)
     assert layout == SyncBatchLayout(6, {"DaqSnarl": [0, 1, 2, 3, 4, 5], "DaqMonitor": [1, 4, 5]})
@@ -265,8 +265,8 @@ def test_sync_batch_gives_each_sets_row(session, data):
     assert [p.entries.tolist() for p in parts] == [[0, 1, 2, 3, 4, 5], [0, 1, 2]]
 
 
-def test_sync_on_the_open_file_waits_max_sync_delay_for_a_late_stream(session, data, clock):
-    path = data / A
+def test_sync_on_the_open_file_waits_max_sync_delay_for_a_late_stream(session, data_dir, clock):
+    path = data_dir / A
     with uproot.recreate(str(path)) as f:
         snarl = f.mktree("DaqSnarl", {"evt": "int64"})
         mon = f.mktree("DaqMonitor", {"evt": "int64"})
@@ -283,16 +283,16 @@ def test_sync_on_the_open_file_waits_max_sync_delay_for_a_late_stream(session, d
         assert 0.3 <= clock.now - t0 < 0.4
 
 
-def test_sync_branch_missing_from_a_stream_is_refused_naming_it(session, data):
-    write_file(data / A, {"DaqSnarl": {"evt": np.arange(3)}, "DaqMonitor": {"t": np.arange(3)}})
+def test_sync_branch_missing_from_a_stream_is_refused_naming_it(session, data_dir):
+    write_file(data_dir / A, {"DaqSnarl": {"evt": np.arange(3)}, "DaqMonitor": {"t": np.arange(3)}})
     with pytest.raises(SessionError) as err:
         session.subscribe(sub(streams=["DaqSnarl", "DaqMonitor"], sync="evt"))
     assert err.value.message_type is MessageType.BAD_SUBSCRIPTION
     assert "sync branch 'evt' is not in stream DaqMonitor" in str(err.value)
 
 
-def test_unknown_branch_is_refused_with_the_closest_one(session, data):
-    snarl_file(data, A, 0, 10)
+def test_unknown_branch_is_refused_with_the_closest_one(session, data_dir):
+    snarl_file(data_dir, A, 0, 10)
     with pytest.raises(SessionError) as err:
         session.subscribe(sub(branches={"DaqSnarl": ["energi"]}))
     assert err.value.message_type is MessageType.BAD_SUBSCRIPTION
@@ -305,9 +305,9 @@ def test_unknown_branch_is_refused_with_the_closest_one(session, data):
 # ------------------------------------------------------------------ moving between files
 
 
-def test_go_to_file_starts_at_entry_0_of_that_file(session, data):
-    snarl_file(data, A, 0, 20)
-    snarl_file(data, B, 20, 20)
+def test_go_to_file_starts_at_entry_0_of_that_file(session, data_dir):
+    snarl_file(data_dir, A, 0, 20)
+    snarl_file(data_dir, B, 20, 20)
     session.subscribe(sub(start="current"))
     assert next_evt(session) == 20
     assert session.go_to_file(A) == {"file": A}
@@ -319,11 +319,11 @@ def test_go_to_file_starts_at_entry_0_of_that_file(session, data):
     assert next_evt(session) == 3
 
 
-def test_go_to_next_file_waits_for_the_next_file_to_appear(session, data, clock):
-    snarl_file(data, A, 0, 20)
+def test_go_to_next_file_waits_for_the_next_file_to_appear(session, data_dir, clock):
+    snarl_file(data_dir, A, 0, 20)
     session.subscribe(sub())
     assert next_evt(session) == 0
-    clock.call_later(0.5, snarl_file, data, B, 20, 20)
+    clock.call_later(0.5, snarl_file, data_dir, B, 20, 20)
     assert session.go_to_next_file(5.0) == {"file": B}
     assert clock.now >= 1000.5
     assert next_evt(session) == 20
@@ -332,12 +332,12 @@ def test_go_to_next_file_waits_for_the_next_file_to_appear(session, data, clock)
     assert err.value.message_type is MessageType.TIMEOUT and "no file after " + B in str(err.value)
 
 
-def test_a_file_deleted_while_served_is_left_for_the_next(session, data):
-    snarl_file(data, A, 0, 300)
-    snarl_file(data, B, 300, 10)
+def test_a_file_deleted_while_served_is_left_for_the_next(session, data_dir):
+    snarl_file(data_dir, A, 0, 300)
+    snarl_file(data_dir, B, 300, 10)
     session.subscribe(sub())
     assert next_evt(session) == 0
-    (data / A).unlink()
+    (data_dir / A).unlink()
     rest = drain(session)
     assert rest[-10:] == [(B, e) for e in range(300, 310)]
     assert all(f == A for f, _ in rest[:-10])
@@ -347,37 +347,34 @@ def test_a_file_deleted_while_served_is_left_for_the_next(session, data):
 
 
 @pytest.mark.parametrize(("start", "first"), [("oldest", 0), ("current", 20), (B, 20), (A, 0)])
-def test_start_rules_name_the_first_file(session, data, start, first):
-    snarl_file(data, A, 0, 20)
-    snarl_file(data, B, 20, 20)
+def test_start_rules_name_the_first_file(session, data_dir, start, first):
+    snarl_file(data_dir, A, 0, 20)
+    snarl_file(data_dir, B, 20, 20)
     assert session.subscribe(sub(start=start)) == {"file": A if first == 0 else B}
     assert next_evt(session) == first
 
 
-def test_latest_serves_only_records_written_after_subscribing(session, data, clock):
-    path = data / A
-    with uproot.recreate(str(path)) as f:
-        tree = f.mktree("DaqSnarl", {"evt": "int64"})
-        tree.extend({"evt": np.arange(10, dtype=np.int64)})
+def test_latest_serves_only_records_written_after_subscribing(session, data_dir, clock):
+    with open_snarl(data_dir / A, 10) as tree:
         session.subscribe(sub(start="latest"))
         clock.call_later(0.1, tree.extend, {"evt": np.arange(10, 15, dtype=np.int64)})
         assert [next_evt(session) for _ in range(5)] == [10, 11, 12, 13, 14]
 
 
 @pytest.mark.parametrize("start", ["current", "latest", "oldest"])
-def test_on_an_empty_directory_the_first_file_is_served_from_entry_0(session, data, clock, start):
+def test_on_an_empty_directory_the_first_file_is_served_from_entry_0(session, data_dir, clock, start):
     assert session.subscribe(sub(start=start)) == {"file": None}
     assert session.position.state is FileState.WAITING
     with pytest.raises(SessionError) as err:
         session.next(0.1)
     assert err.value.message_type is MessageType.TIMEOUT and "an empty data directory" in str(err.value)
-    clock.call_later(0.2, snarl_file, data, A, 0, 10)
+    clock.call_later(0.2, snarl_file, data_dir, A, 0, 10)
     assert [next_evt(session) for _ in range(3)] == [0, 1, 2]
     assert session.file == A and session.position.state is FileState.OPEN
 
 
-def test_an_unknown_start_file_is_refused_and_leaves_no_subscription(session, data):
-    snarl_file(data, A, 0, 10)
+def test_an_unknown_start_file_is_refused_and_leaves_no_subscription(session, data_dir):
+    snarl_file(data_dir, A, 0, 10)
     with pytest.raises(SessionError) as err:
         session.subscribe(sub(start="F99999999_0000.mdaq.root"))
     assert err.value.message_type is MessageType.NO_FILE
@@ -389,8 +386,8 @@ def test_an_unknown_start_file_is_refused_and_leaves_no_subscription(session, da
 # ------------------------------------------------------------------ waiting
 
 
-def test_timeout_is_a_timeout_error_in_fake_time_only(session, data, clock):
-    snarl_file(data, A, 0, 5)
+def test_timeout_is_a_timeout_error_in_fake_time_only(session, data_dir, clock):
+    snarl_file(data_dir, A, 0, 5)
     session.subscribe(sub())
     assert len(drain(session, timeout=0.1)) == 5
     t0, wall = clock.now, time.monotonic()
@@ -402,8 +399,8 @@ def test_timeout_is_a_timeout_error_in_fake_time_only(session, data, clock):
     assert time.monotonic() - wall < 10.0  # no real minute
 
 
-def test_a_quiet_file_is_polled_ever_less_often(session, data, clock):
-    snarl_file(data, A, 0, 5)
+def test_a_quiet_file_is_polled_ever_less_often(session, data_dir, clock):
+    snarl_file(data_dir, A, 0, 5)
     session.subscribe(sub())
     drain(session, timeout=0.1)
     clock.waited.clear()
@@ -413,20 +410,18 @@ def test_a_quiet_file_is_polled_ever_less_often(session, data, clock):
     assert max(clock.waited) == pytest.approx(5 * POLL)
 
 
-def test_a_file_closed_while_read_is_read_to_its_final_length_before_moving_on(session, data, clock):
-    with uproot.recreate(str(data / A)) as f:
-        tree = f.mktree("DaqSnarl", {"evt": "int64"})
-        tree.extend({"evt": np.arange(5, dtype=np.int64)})
+def test_a_file_closed_while_read_is_read_to_its_final_length_before_moving_on(session, data_dir, clock):
+    with open_snarl(data_dir / A, 5) as tree:
         session.subscribe(sub())
         assert [e for _, e in drain(session, timeout=0.05)] == list(range(5))
         assert session.position.state is FileState.OPEN
         tree.extend({"evt": np.arange(5, 8, dtype=np.int64)})
-    snarl_file(data, B, 100, 2)
+    snarl_file(data_dir, B, 100, 2)
     assert [e for _, e in drain(session, timeout=0.05)] == [5, 6, 7, 100, 101]
 
 
-def test_requests_before_subscribe_are_refused(session, data):
-    snarl_file(data, A, 0, 5)
+def test_requests_before_subscribe_are_refused(session, data_dir):
+    snarl_file(data_dir, A, 0, 5)
     for call in (lambda: session.next(1.0), lambda: session.next_batch(5, 1.0), lambda: session.rewind(A, {})):
         with pytest.raises(SessionError) as err:
             call()
