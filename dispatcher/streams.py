@@ -77,7 +77,8 @@ def kind_of_form(form: ak.forms.Form) -> str:
     return "other"
 
 
-def _why(exc: BaseException) -> str:
+def reason_of(exc: BaseException) -> str:
+    """``Type: first line of the message`` (cut at 200 characters): an exception as a reason to show."""
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0][:200] if text else ''}".rstrip(": ")
 
@@ -109,7 +110,7 @@ def tree_branches(tree) -> tuple[dict[str, str], dict[str, str]]:
             except Expired:
                 unserved[name] = f"uproot takes over {branch_budget(1):g} s to read one entry of it"
             except Exception:
-                unserved[name] = f"uproot cannot read type {branch.typename or '?'}: {_why(exc)}"
+                unserved[name] = f"uproot cannot read type {branch.typename or '?'}: {reason_of(exc)}"
     return kinds, unserved
 
 

@@ -32,7 +32,7 @@ from . import incremental, remote
 from .baskets import window
 from .budget import Expired, branch_budget, within
 from .freshness import Growth
-from .streams import StreamInfo, entry_offsets, is_stream_class, schema, stream_info
+from .streams import StreamInfo, entry_offsets, is_stream_class, reason_of, schema, stream_info
 
 log = logging.getLogger("dds.tail")
 
@@ -438,8 +438,7 @@ class FileReader:
             except SlowBranch as slow:
                 bad[name] = str(slow)
             except Exception as exc:
-                text = str(exc).strip().splitlines()
-                bad[name] = f"uproot cannot read it: {type(exc).__name__}: {text[0][:200] if text else ''}"
+                bad[name] = f"uproot cannot read it: {reason_of(exc)}"
         return bad
 
     def close(self) -> None:
