@@ -10,6 +10,7 @@ and knows its branch kinds.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import logging
 from typing import Any
@@ -289,9 +290,10 @@ class StreamReader:
             return n
         # Align to a basket boundary when one is near, so no basket is decompressed twice. The basket
         # holding ``stop`` is decompressed whole anyway, so a small first chunk also reads to its end.
-        for off in reader.offsets(stream):
-            if off >= stop:
-                return off if off - start <= 4 * max(target, CHUNK_ENTRIES) else stop
+        offsets = reader.offsets(stream)  # ascending; a followed file's grows by a basket per append
+        i = bisect.bisect_left(offsets, stop)
+        if i < len(offsets) and offsets[i] - start <= 4 * max(target, CHUNK_ENTRIES):
+            return offsets[i]
         return stop
 
     def fill(self) -> bool:
