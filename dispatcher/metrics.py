@@ -11,13 +11,18 @@ stuck on it. A scrape that does not send its request within
 
 from __future__ import annotations
 
+import http
+import logging
 import selectors
 import socket
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from . import logsetup
 from .doorway import close_after_writing, unregister
+
+log = logging.getLogger("dds.metrics")
 
 #: seconds a scrape has to send its request line and headers
 REQUEST_SECONDS = 5.0
@@ -194,6 +199,7 @@ class MetricsServer:
             try:
                 body = self._generate(self.registry)
             except Exception as exc:  # a bug costs this scrape, not the parent
+                logsetup.bug(log, "metrics scrape failed")
                 s.outbox = _response(500, "text/plain", f"metrics failed: {exc}\n".encode())
             else:
                 s.outbox = _response(200, self.content_type, body if line[0] == "GET" else b"", len(body))
@@ -242,7 +248,6 @@ class MetricsServer:
 
 
 def _response(code: int, content_type: str, body: bytes, length: int | None = None) -> bytes:
-    reason = {200: "OK", 404: "Not Found", 500: "Internal Server Error"}[code]
-    head = (f"HTTP/1.0 {code} {reason}\r\nContent-Type: {content_type}\r\n"
+    head = (f"HTTP/1.0 {code} {http.HTTPStatus(code).phrase}\r\nContent-Type: {content_type}\r\n"
             f"Content-Length: {len(body) if length is None else length}\r\nConnection: close\r\n\r\n")
     return head.encode() + body
