@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 EARLY = 0.02
 
 #: error replies after which the server has closed the session
-_SESSION_ENDING = (MessageType.SHUTDOWN, MessageType.PROTOCOL_ERROR, MessageType.SERVER_BUSY, MessageType.FORBIDDEN)
+SESSION_ENDING = (MessageType.SHUTDOWN, MessageType.PROTOCOL_ERROR, MessageType.SERVER_BUSY, MessageType.FORBIDDEN)
 
 
 class BatchStream:
@@ -87,6 +87,6 @@ class BatchStream:
             reply = self.client._receive(60.0)
             if isinstance(reply, Ok):
                 return
-            if isinstance(reply, Error) and reply.message_type in _SESSION_ENDING:
+            if isinstance(reply, Error) and reply.message_type in SESSION_ENDING:
                 self.client._raise_for(reply)
             # data still on the way, or the error that had ended the stream: served again, or moot

@@ -44,15 +44,13 @@ from dispatcher.subscription import Subscription, SubscriptionError
 from dispatcher.tlsstream import TLSStream, client_tls_context
 from dispatcher.transport import SEND_TIMEOUT, recv_message, send_chunks
 
-from .batchstream import BatchStream
+from .batchstream import SESSION_ENDING, BatchStream
 from .errors import DDSConnectionError, DDSError, DDSTimeout
 from .failover import Position, server_list
 from .records import RecordBatch, RecordSet
 
 #: extra seconds the client waits beyond a request's own timeout (transfer time)
 REPLY_MARGIN = 30.0
-#: error replies after which the server has closed the session
-_SESSION_ENDING = (MessageType.SHUTDOWN, MessageType.PROTOCOL_ERROR, MessageType.SERVER_BUSY, MessageType.FORBIDDEN)
 #: seconds between two rounds over the server list while resuming
 RESUME_PAUSE = 0.25
 #: seconds a group member waits for the server to take its leave at close()
@@ -263,7 +261,7 @@ class DDSClient:
 
     def _raise_for(self, reply: Error) -> NoReturn:
         mtype = reply.message_type
-        if mtype in _SESSION_ENDING:
+        if mtype in SESSION_ENDING:
             self._drop()
         text = reply.message or mtype.as_string()
         if mtype is MessageType.TIMEOUT:
