@@ -391,9 +391,7 @@ class DDSClient:
             self._used = {}
             advance_by = 1  # the server skipped the others
         for _ in range(advance_by):
-            rs = self._ahead.popleft()
-            for stream in rs.entries:
-                self._used[stream] = self._used.get(stream, 0) + 1
+            rs = self._pop_set()
         return rs
 
     def _grouped(self) -> bool:
