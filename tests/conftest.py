@@ -51,6 +51,21 @@ def self_signed(cert: Path, key: Path, name: str = "localhost", alt: str = "DNS:
     )
 
 
+def ddscomm(*args: str, timeout: float = 20.0) -> subprocess.CompletedProcess:
+    """Run the installed ``ddscomm`` with ``args``; its output as text."""
+    return subprocess.run([str(BIN / "ddscomm"), *args], capture_output=True, text=True, timeout=timeout)
+
+
+def end(proc: subprocess.Popen) -> None:
+    """Kill ``proc`` if it still runs, reap it and close its pipes."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(10)
+    for f in (proc.stdout, proc.stderr):
+        if f:
+            f.close()
+
+
 class Server(ServerProc):
     """A ddsparentserver process started for one test (log level Debug), always stopped by it."""
 

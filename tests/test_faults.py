@@ -17,7 +17,7 @@ import time
 import pytest
 
 from clients import DDSClient, DDSError, Subscription
-from conftest import snarl_data, write_file
+from conftest import end, snarl_data, write_file
 from dispatcher.testing import stalled_transfer, wait_until
 
 FILE = "F00000001_0000.mdaq.root"
@@ -56,14 +56,6 @@ def child_of(client: DDSClient) -> int:
     pids = [pid for pid, args in live_processes().items() if args.strip() == me]
     assert len(pids) == 1, (me, pids)
     return pids[0]
-
-
-def end(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait(10)
-    proc.stdout.close()
-    proc.stderr.close()
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ import pytest
 import uproot
 
 from clients import DDSClient, DDSError, DDSTimeout, MessageType, Subscription
-from conftest import snarl_data, write_file
+from conftest import ddscomm, snarl_data, write_file
 from dispatcher.testing import wait_until
 
 HERE = Path(__file__).resolve().parent
@@ -389,8 +389,7 @@ def test_status_shows_groups_members_and_in_flight(data_dir, server):
         assert len(a.next_batch(700, timeout=5)) == 700
 
         def status():
-            out = subprocess.run([str(Path(sys.executable).parent / "ddscomm"), "--status", "--json", "-H",
-                                  "127.0.0.1", "-p", str(server.port)], capture_output=True, text=True, timeout=30)
+            out = ddscomm("--status", "--json", "-H", "127.0.0.1", "-p", str(server.port), timeout=30)
             got = json.loads(out.stdout)
             # the client rows come from the children's reports, sent at most every half second
             return got if {c["group"] for c in got["clients"]} == {"calib"} else None
@@ -399,8 +398,7 @@ def test_status_shows_groups_members_and_in_flight(data_dir, server):
         (g,) = status["groups"]
         assert g["name"] == "calib" and len(g["members"]) == 2 and g["in_flight"] == 700
         assert g["distribution"] == "balanced" and g["restore"] == "redeliver"
-        text = subprocess.run([str(Path(sys.executable).parent / "ddscomm"), "--status", "-H", "127.0.0.1",
-                               "-p", str(server.port)], capture_output=True, text=True, timeout=30).stdout
+        text = ddscomm("--status", "-H", "127.0.0.1", "-p", str(server.port), timeout=30).stdout
         assert "calib" in text and "in flight" in text
 
 

@@ -20,7 +20,7 @@ import time
 import pytest
 
 from clients import DDSClient, KeepUp, Subscription
-from conftest import snarl_data, write_file
+from conftest import end, snarl_data, write_file
 from dispatcher.parent import GRACEFUL_SECONDS, describe_status
 from dispatcher.testing import stalled_transfer, wait_until
 
@@ -40,15 +40,6 @@ def new_child(server, known: set) -> int:
     fresh = wait_until(lambda: set(server.children()) - known, what="a new child")
     assert len(fresh) == 1, fresh
     return fresh.pop()
-
-
-def end(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait(10)
-    for f in (proc.stdout, proc.stderr):
-        if f:
-            f.close()
 
 
 @pytest.fixture

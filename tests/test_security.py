@@ -13,7 +13,7 @@ import time
 import pytest
 
 from clients import DDSClient, DDSConnectionError, DDSError, MessageType, Subscription
-from conftest import BIN, self_signed, snarl_data, write_file
+from conftest import BIN, ddscomm, self_signed, snarl_data, write_file
 from dispatcher import access
 
 FILE = "F00000001_0000.mdaq.root"
@@ -45,10 +45,6 @@ def refused(server, code: MessageType, **client_args) -> str:
         DDSClient(server.host, server.port, connect_timeout=5, **client_args)
     assert info.value.message_type is code, info.value
     return str(info.value)
-
-
-def ddscomm(*args, timeout: float = 20.0) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "ddscomm"), *args], capture_output=True, text=True, timeout=timeout)
 
 
 def parentserver(*args, timeout: float = 20.0) -> subprocess.CompletedProcess:

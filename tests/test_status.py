@@ -20,7 +20,7 @@ import uproot
 from prometheus_client.parser import text_string_to_metric_families
 
 from clients import DDSClient, DDSError, MessageType, Subscription
-from conftest import BIN, ROOT, snarl_data, write_file
+from conftest import BIN, ROOT, ddscomm, snarl_data, write_file
 from dispatcher import status as status_mod
 from dispatcher.freshness import Growth, LaterFiles
 from dispatcher.statustext import render
@@ -37,10 +37,6 @@ def three_files(data_dir):
     write_file(data_dir / F1, {"DaqSnarl": snarl_data(N0, N1)})
     write_file(data_dir / F2, {"DaqSnarl": snarl_data(N0 + N1, N2)})
     return data_dir
-
-
-def ddscomm(*args, timeout: float = 20.0) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "ddscomm"), *args], capture_output=True, text=True, timeout=timeout)
 
 
 def status_json(server, *extra) -> dict:
