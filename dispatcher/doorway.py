@@ -184,7 +184,8 @@ class Doorway:
                         len(self.pending), peer_text(oldest.peer))
             self.refused[HANDSHAKE_TIMEOUT] += 1
             self._forget(oldest)
-            oldest.sock.close()
+            self._refuse(oldest.sock, oldest.conn, MessageType.PROTOCOL_ERROR,
+                         "handshake not finished: too many connections in their handshake, this one the oldest")
         stream: Any = sock
         phase = TLSPhase.NONE
         if self.tls is not None:
