@@ -32,6 +32,15 @@ class NoFileError(LookupError):
     """A file name that is not a data file of this directory."""
 
 
+def plain_name(name: object, also_not: str = "") -> None:
+    """NoFileError unless ``name`` is a plain file name: a string of 1 to 255 characters, no separator,
+    no NUL, not ``.`` or ``..``, none of the characters ``also_not``."""
+    if not isinstance(name, str) or not name or len(name) > 255:
+        raise NoFileError(f"invalid file name {quote(name)}")
+    if any(c in name for c in "\x00/\\" + also_not) or name in (".", "..") or os.path.isabs(name):
+        raise NoFileError(f"file name {quote(name)} is not a plain name inside the data directory")
+
+
 def _inside(root: str, path: str) -> bool:
     return os.path.commonpath([root, path]) == root
 
@@ -124,10 +133,7 @@ class Catalog:
         A name must be a plain file name directly in the data directory: no
         separators, no ``..``, no absolute path, no NUL, no symlink leading out.
         """
-        if not isinstance(name, str) or not name or len(name) > 255:
-            raise NoFileError(f"invalid file name {quote(name)}")
-        if "\x00" in name or "/" in name or "\\" in name or name in (".", "..") or os.path.isabs(name):
-            raise NoFileError(f"file name {quote(name)} is not a plain name inside the data directory")
+        plain_name(name)
         full = os.path.join(self.root, name)
         try:
             inside = _inside(self.root, os.path.realpath(full))

@@ -21,7 +21,7 @@ import os
 import time
 from typing import Any
 
-from .catalog import Catalog, NoFileError
+from .catalog import Catalog, NoFileError, plain_name, quote
 
 log = logging.getLogger("dds.remote")
 
@@ -157,12 +157,9 @@ class RemoteCatalog(Catalog):
 
     def path(self, name: str) -> str:
         """The URL of data file ``name``; :class:`NoFileError` for anything but a plain name listed here."""
-        if not isinstance(name, str) or not name or len(name) > 255:
-            raise NoFileError(f"invalid file name {name!r}")
-        if "\x00" in name or "/" in name or "\\" in name or name in (".", "..") or "?" in name or "#" in name:
-            raise NoFileError(f"file name {name!r} is not a plain name inside the data directory")
+        plain_name(name, also_not="?#")  # in a URL they would start its query or fragment
         if name not in self._listing():
-            raise NoFileError(f"no data file {name!r} in {self.root}")
+            raise NoFileError(f"no data file {quote(name)} in {self.root}")
         return f"{self.root}/{name}"
 
 
