@@ -7,7 +7,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import awkward as ak
@@ -16,8 +15,11 @@ import uproot
 
 from clients import DDSClient, DDSTimeout, Subscription
 from conftest import BIN, snarl_data, write_file
+from dispatcher.testing import wait_until
 
 LOGGER_STOP_SECONDS = 20
+#: seconds a test waits for the logger to get somewhere
+WAIT = 30.0
 
 
 def logger_command() -> list[str]:
@@ -57,15 +59,6 @@ def events_logged(outdir) -> int:
         return con.execute("SELECT count(*) FROM events").fetchone()[0]
     finally:
         con.close()
-
-
-def wait_until(condition, timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def outputs(outdir) -> list[Path]:
@@ -117,7 +110,7 @@ def test_output_equals_input_passing_the_cut_rotated_by_size_found_and_served_ag
     want = source_passing(data_dir, "DaqSnarl", lambda a: (a.kind != 1) & (a.nhits > 25))
     want_rate = source_passing(data_dir, "mon/Rate")
     try:
-        wait_until(lambda: events_logged(outdir) == len(want) + len(want_rate), what="every record logged")
+        wait_until(lambda: events_logged(outdir) == len(want) + len(want_rate), WAIT, what="every record logged")
         assert [p.name for p in outputs(outdir)] == sorted(p.name for p in outputs(outdir))
     finally:
         assert stop_logger(proc) == 0
@@ -160,10 +153,10 @@ def test_time_rotation_closes_an_idle_file_and_the_next_source_file_goes_to_a_ne
     outdir = tmp_path / "out"
     proc = start_logger(server, outdir, "--stream", "DaqSnarl", "--max-file-seconds", "0.5")
     try:
-        wait_until(lambda: len(outputs(outdir)) == 1, what="the first file closed by time")
+        wait_until(lambda: len(outputs(outdir)) == 1, WAIT, what="the first file closed by time")
         assert [p.name for p in outputs(outdir)] == ["L000001_00000007_0000.root"]
         write_file(data_dir / "F00000007_0001.root", {"DaqSnarl": snarl_data(200, 100)})
-        wait_until(lambda: len(outputs(outdir)) == 2, what="the second file closed by time")
+        wait_until(lambda: len(outputs(outdir)) == 2, WAIT, what="the second file closed by time")
         assert outputs(outdir)[1].name == "L000002_00000007_0001.root"
     finally:
         assert stop_logger(proc) == 0
@@ -178,7 +171,7 @@ def test_a_branch_the_writer_cannot_write_is_named_in_the_log_and_the_rest_is_lo
     log_path = tmp_path / "nested.log"
     proc = start_logger(server, outdir, "--stream", "Nested", log_path=log_path)
     try:
-        wait_until(lambda: events_logged(outdir) == 50, what="50 records logged")
+        wait_until(lambda: events_logged(outdir) == 50, WAIT, what="50 records logged")
     finally:
         assert stop_logger(proc) == 0
     log = log_path.read_text()
@@ -193,7 +186,7 @@ def test_a_restart_with_other_options_is_refused_with_the_reason(tmp_path, data_
     outdir = tmp_path / "out"
     proc = start_logger(server, outdir, "--stream", "DaqSnarl")
     try:
-        wait_until(lambda: events_logged(outdir) == 20, what="20 records logged")
+        wait_until(lambda: events_logged(outdir) == 20, WAIT, what="20 records logged")
     finally:
         assert stop_logger(proc) == 0
     again = subprocess.run([*logger_command(), "-p", str(server.port), "-o", str(outdir), "--stream", "DaqSnarl",

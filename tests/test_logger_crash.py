@@ -14,7 +14,8 @@ import numpy as np
 
 from clients.logger.diskguard import DiskGuard
 from conftest import snarl_data, write_file
-from test_logger import events_logged, outputs, read_stream, source_passing, start_logger, stop_logger, wait_until
+from dispatcher.testing import wait_until
+from test_logger import WAIT, events_logged, outputs, read_stream, source_passing, start_logger, stop_logger
 
 #: SIGKILLs per run, and the seed of the moments they land
 KILLS = 4
@@ -86,12 +87,12 @@ def test_archive_retries_a_failing_destination_and_deletes_only_verified_copies(
                         "--archive", str(archive), "--delete-after-archive", "--archive-max-backoff", "0.3",
                         log_path=log_path)
     try:
-        wait_until(lambda: events_logged(outdir) == 4000, what="every record logged")
-        wait_until(lambda: log_path.read_text().count("failed, will retry") >= 3, what="archive retries")
+        wait_until(lambda: events_logged(outdir) == 4000, WAIT, what="every record logged")
+        wait_until(lambda: log_path.read_text().count("failed, will retry") >= 3, WAIT, what="archive retries")
         failing = [p.name for p in outputs(outdir)]
         assert len(failing) >= 2, "closed files wait locally while the archive fails"
         blocker.unlink()  # the destination recovers
-        wait_until(lambda: not outputs(outdir), what="every archived file deleted locally")
+        wait_until(lambda: not outputs(outdir), WAIT, what="every archived file deleted locally")
     finally:
         assert stop_logger(proc) == 0
     archived = sorted(p.name for p in archive.iterdir())
