@@ -91,8 +91,9 @@ def _column(column: ak.Array) -> np.ndarray:
         return _objects(column.to_list())
     if column.ndim == 1 and not column.fields:
         return ak.to_numpy(column)
-    if not column.fields and _is_regular(column):
-        return ak.to_numpy(column)  # fixed-size arrays: an N-dimensional array, as uproot gives
+    regular = None if column.fields else _regular(column)
+    if regular is not None:
+        return regular  # fixed-size arrays: an N-dimensional array, as uproot gives
     if column.ndim == 2 and not column.fields:
         counts = ak.to_numpy(ak.num(column, axis=1))
         flat = ak.to_numpy(ak.flatten(column, axis=None))
@@ -100,18 +101,18 @@ def _column(column: ak.Array) -> np.ndarray:
     return _objects([_item(x) for x in column])
 
 
-def _is_regular(column: ak.Array) -> bool:
-    """Fixed-size arrays all the way down (a jagged column whose lists happen to be equal is not)."""
+def _regular(column: ak.Array) -> np.ndarray | None:
+    """The column as one N-dimensional array when it is fixed-size arrays all the way down, else None
+    (a jagged column whose lists happen to be equal is not)."""
     layout = column.layout
     if not isinstance(layout, ak.contents.RegularArray) and not (
         isinstance(layout, ak.contents.NumpyArray) and layout.data.ndim > 1
     ):
-        return False
+        return None
     try:
-        ak.to_numpy(column)
+        return ak.to_numpy(column)
     except (ValueError, TypeError):
-        return False
-    return True
+        return None
 
 
 def _item(value):
