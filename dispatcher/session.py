@@ -229,12 +229,19 @@ class Session:
                 logsetup.bug(log, "error reading ahead for group %s", self.member.sub.group)
                 return False
         sub = self.reader.sub
-        if sub is None or sub.keep_up is KeepUp.RECORD or self.position.reader is None:
+        if sub is None or sub.keep_up is KeepUp.RECORD:
+            return False
+        return self.read_chunk_ahead(READ_AHEAD)
+
+    def read_chunk_ahead(self, most: int, want: int = 1) -> bool:
+        """Read one chunk (of ``want`` records or more) of the first stream with fewer than ``most``
+        records waiting. False: nothing to read now, or an error the next request meets again."""
+        if self.position.reader is None:
             return False
         for s, st in self.reader.streams.items():
-            if st.pending_count() < READ_AHEAD:
+            if st.pending_count() < most:
                 try:
-                    if self.reader.read_chunk(s):
+                    if self.reader.read_chunk(s, want):
                         return True
                 except SessionError:  # e.g. a cut that does not fit this file: the request will say so
                     return False

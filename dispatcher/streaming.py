@@ -160,19 +160,7 @@ class BatchStream:
 
     def read_ahead(self) -> bool:
         """While the window is full: read one chunk towards the next reply (at most one reply ahead)."""
-        reader = self.session.reader
-        if self.session.position.reader is None:
-            return False
-        try:
-            for s, st in reader.streams.items():
-                if st.pending_count() < self.max_records and reader.read_chunk(s, self.max_records):
-                    return True
-        except SessionError:  # the next reply meets it again and says so
-            return False
-        except Exception:  # a bug must cost at most an answer, not the session
-            logsetup.bug(log, "error reading ahead in a stream of batches")
-            return False
-        return False
+        return self.session.read_chunk_ahead(self.max_records, self.max_records)
 
     def end(self, consumed: int, partial: dict | None = None) -> dict:
         """The client consumed the first ``consumed`` replies, and ``partial[stream]`` records of each
