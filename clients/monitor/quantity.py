@@ -41,8 +41,6 @@ _BINARY = {ast.Add: np.add, ast.Sub: np.subtract, ast.Mult: np.multiply, ast.Div
            ast.Mod: np.mod, ast.Pow: np.power}
 _COMPARE = {ast.Eq: np.equal, ast.NotEq: np.not_equal, ast.Lt: np.less, ast.LtE: np.less_equal,
             ast.Gt: np.greater, ast.GtE: np.greater_equal}
-# C/ROOT spellings, mapped token by token as the selection language does
-_C_OPERATORS = {"&&": "and", "||": "or", "!": "not"}
 
 
 class QuantityError(ValueError):
