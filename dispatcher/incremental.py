@@ -167,24 +167,23 @@ class Follower:
                 if 0 <= at and pos + len(expected) <= stop and data[at : at + len(expected)] != expected:
                     raise Stale(f"the file's structure changed at byte {pos}")
 
-    def _heads(self, tree: _Tree) -> tuple[tuple, list[tuple[tuple, tuple]]]:
-        head = TREE_HEAD.unpack(self._read(tree.head, TREE_HEAD.size))
-        return head, [(BRANCH_HEAD1.unpack(self._read(b.head1, BRANCH_HEAD1.size)),
-                       BRANCH_HEAD2.unpack(self._read(b.head2, BRANCH_HEAD2.size))) for b in tree.branches]
+    def _branch_heads(self, tree: _Tree) -> list[tuple[tuple, tuple]]:
+        return [(BRANCH_HEAD1.unpack(self._read(b.head1, BRANCH_HEAD1.size)),
+                 BRANCH_HEAD2.unpack(self._read(b.head2, BRANCH_HEAD2.size))) for b in tree.branches]
 
     def _array(self, pos: int, dtype: np.dtype, start: int, stop: int) -> np.ndarray:
         return np.frombuffer(self._read(pos + start * dtype.itemsize, (stop - start) * dtype.itemsize), dtype)
 
     def _growth(self, tree: _Tree, size: int) -> _Growth | None:
         """What ``tree`` gained since it was last applied (None: nothing). Raises Stale or Torn."""
-        head, heads = self._heads(tree)
+        head = TREE_HEAD.unpack(self._read(tree.head, TREE_HEAD.size))
         entries = head[0]
         if entries == tree.entries:
-            return None
+            return None  # the usual poll: one read per tree, not two per branch
         if entries < tree.entries:
             raise Stale(f"a tree shrank from {tree.entries} to {entries} entries")
         found = []
-        for b, (h1, h2) in zip(tree.branches, heads):
+        for b, (h1, h2) in zip(tree.branches, self._branch_heads(tree)):
             write_basket, entry_number = h1[3], h1[4]
             slots, branch_entries = h2[1], h2[3]
             if slots != b.slots:
