@@ -53,6 +53,8 @@ import awkward as ak
 import numpy as np
 import uproot
 
+from .rootwriter import FORMATS  # no ROOT import: that waits for the first ROOT writer
+
 SNARL = "DaqSnarl"
 DAQ_MONITOR = "DaqMonitor"
 DCS_MONITOR = "DcsMonitor"
@@ -86,7 +88,6 @@ EXIT_USAGE = 2
 
 #: who writes the files: uproot's writer, or ROOT itself (demo.rootwriter)
 WRITERS = ("uproot", "root")
-FORMATS = ("ttree", "rntuple")
 
 
 def file_name(run: int, subrun: int) -> str:
