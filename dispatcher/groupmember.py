@@ -306,7 +306,9 @@ class GroupMember:
         st.chunk = CHUNK_ENTRIES
         while st.cursor < stop and reader.read_chunk(stream, want=stop - st.cursor, limit=stop):
             pass
-        if st.cursor < stop and position.reader is None:  # the file went away while being read
+        if st.cursor < stop and position.reader is None:
+            log.warning("group %s: file %s went away while being read: entries %d to %d of stream %s cannot be "
+                        "served", self.sub.group, file, st.cursor, stop, stream)
             st.cursor = stop
         passed = st.passed - phase
         if not st.pending:
