@@ -252,7 +252,7 @@ class StreamReader:
             return False
         lost = needed.difference(arrays.fields)
         if lost:  # branches this file cannot serve after all (the reader logged them)
-            used = sorted(lost & (set(sel.branches) if sel is not None else set()) | ({sync} & lost if sync else set()))
+            used = sorted(lost & {*(sel.branches if sel is not None else ()), sync})  # what the cut or sync needs
             if used:
                 why = "; ".join(f"{b}: {info.unserved.get(b, 'unreadable')}" for b in used)
                 raise SessionError(
