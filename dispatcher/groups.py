@@ -303,11 +303,6 @@ class Ledger:
                 del self.groups[name]
                 log.info("group %s forgotten: no member for %g s (it was at %s)", name, self.linger, self._where(g))
 
-    def next_expiry(self) -> float | None:
-        """When the next lingering group is forgotten (monotonic seconds; None: none lingers)."""
-        times = [g.left_at + self.linger for g in self.groups.values() if not g.members and g.left_at is not None]
-        return min(times) if times else None
-
     # ------------------------------------------------------------------ work
 
     def _member(self, pid: int) -> tuple[Group, Member]:
