@@ -4,7 +4,7 @@ The DAQ host exports its data directory with XRootD; DDS servers anywhere read
 it from there with the same rules as a local directory. This module is the
 XRootD side of that: listing the directory (:class:`RemoteCatalog`), the stat
 signature of one file (:func:`stat`), and the uproot source files are opened
-with (:data:`SOURCE`: uproot's ``XRootDSource``, which batches the baskets of a
+with (:func:`source`: uproot's ``XRootDSource``, which batches the baskets of a
 read into vector reads). Local paths never come here.
 
 XRootD's own client waits minutes for a server that is down (it retries the
