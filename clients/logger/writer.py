@@ -18,13 +18,18 @@ from .columns import Columns, Writability, prepare
 log = logging.getLogger("ddslogger")
 
 
-def fsync_dir(path: Path) -> None:
-    """Make a rename or unlink inside directory ``path`` durable."""
+def fsync_path(path: Path) -> None:
+    """Make what was written to the file (or directory) at ``path`` durable, through a descriptor of its own."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or unlink inside directory ``path`` durable."""
+    fsync_path(path)
 
 
 class OutputFile:
@@ -73,11 +78,7 @@ class OutputFile:
     def close(self) -> None:
         """Close the file (uproot writes its last metadata) and make it durable, still under its part name."""
         self._file.close()  # closes self._fo too
-        fd = os.open(self.outdir / self.part, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_path(self.outdir / self.part)
 
     def abort(self) -> None:
         """Close without caring for the content (the part file is removed by the caller)."""
