@@ -71,9 +71,10 @@ class Writability:
     def __init__(self) -> None:
         self._known: dict[str, str | None] = {}
 
-    def why_not(self, array: ak.Array) -> str | None:
-        """None when the writer can write ``array``'s type, else the writer's reason."""
-        key = str(array.type.content)
+    def why_not(self, array: ak.Array, key: str | None = None) -> str | None:
+        """None when the writer can write ``array``'s type (``key``: its text, when known), else the writer's reason."""
+        if key is None:
+            key = str(array.type.content)
         if key not in self._known:
             try:
                 with uproot.recreate(io.BytesIO()) as scratch:
@@ -96,11 +97,12 @@ def prepare(arrays: ak.Array, writability: Writability) -> Columns:
     flat: dict[str, ak.Array] = {}
     for name in arrays.fields:
         _flatten(name, arrays[name], flat)
+    types = {k: str(v.type.content) for k, v in flat.items()}  # once per branch: a type's text is not cheap
     skipped: dict[str, str] = {}
     for name in list(flat):
-        why = writability.why_not(flat[name])
+        why = writability.why_not(flat[name], types[name])
         if why is not None:
-            skipped[name] = f"uproot's TTree writer cannot write {flat[name].type.content}: {why}"
+            skipped[name] = f"uproot's TTree writer cannot write {types[name]}: {why}"
             del flat[name]
     for name in list(flat):
         counter = "n" + name
@@ -111,5 +113,4 @@ def prepare(arrays: ak.Array, writability: Writability) -> Columns:
             else:
                 skipped[counter] = f"its name is the counter the writer makes for {name!r}, with other values"
                 del flat[counter]
-    types = {k: str(v.type.content) for k, v in flat.items()}
-    return Columns(flat, types, skipped)
+    return Columns(flat, {k: types[k] for k in flat}, skipped)
