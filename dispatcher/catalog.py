@@ -16,6 +16,8 @@ import os
 import reprlib
 import time
 
+from .logsetup import warn_once
+
 log = logging.getLogger("dds.catalog")
 
 
@@ -104,8 +106,12 @@ class Catalog:
                     if not entry.is_file():
                         continue
                     if entry.is_symlink() and not _inside(self.root, os.path.realpath(entry.path)):
+                        warn_once(entry.path, "outside", "%s leads outside the data directory: not a data file",
+                                  entry.name, logger=log)
                         continue
-                except OSError:
+                except OSError as exc:
+                    warn_once(entry.path, "unlisted", "%s cannot be looked at (%s): not a data file", entry.name,
+                              exc, logger=log)
                     continue
                 names.append(entry.name)
         names.sort()

@@ -74,3 +74,13 @@ def bug(logger: logging.Logger, message: str, *args: object) -> None:
     exc = sys.exc_info()[1]
     logger.error(message + " (%s: %.200s; traceback logged at most every %.0f s)", *args,
                  type(exc).__name__, exc, TRACEBACK_INTERVAL)
+
+
+_told: set[tuple[str, str]] = set()  # (file path, what) already warned about in this process
+
+
+def warn_once(path: str, what: str, message: str, *args, logger: logging.Logger | None = None) -> None:
+    """One Warning per process about ``what`` of the file at ``path`` (the others are dropped)."""
+    if (path, what) not in _told:
+        _told.add((path, what))
+        (logger or logging.getLogger("dds.tail")).warning(message, *args)

@@ -32,6 +32,7 @@ from . import incremental, remote
 from .baskets import window
 from .budget import Expired, branch_budget, within
 from .freshness import Growth
+from .logsetup import warn_once
 from .streams import StreamInfo, entry_offsets, is_stream_class, reason_of, schema, stream_info
 
 log = logging.getLogger("dds.tail")
@@ -69,7 +70,6 @@ TreeInfo = StreamInfo
 T = TypeVar("T")
 
 _schemas: dict[tuple, tuple[dict[str, str], dict[str, str]]] = {}
-_told: set[tuple[str, str]] = set()  # (file path, stream or "") already warned about in this process
 
 
 class FileGone(OSError):
@@ -86,13 +86,6 @@ class SlowBranch(Exception):
 
 class Unreadable(Exception):
     """The file cannot be read as ROOT (not ROOT, truncated, still being created)."""
-
-
-def warn_once(path: str, what: str, message: str, *args: Any, logger: logging.Logger = log) -> None:
-    """One Warning per process about ``what`` of the file at ``path`` (the others are dropped)."""
-    if (path, what) not in _told:
-        _told.add((path, what))
-        logger.warning(message, *args)
 
 
 def _describe(obj: Any, name: str, bad: dict[str, str]) -> StreamInfo:
