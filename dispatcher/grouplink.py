@@ -202,6 +202,7 @@ class Desk:
         self._saved_at = self.clock()
         self._dirty = False
         directory = os.path.dirname(os.path.abspath(self.state_file))
+        tmp = None
         try:
             fd, tmp = tempfile.mkstemp(prefix=".groups-", dir=directory)
             with os.fdopen(fd, "w") as f:
@@ -209,6 +210,8 @@ class Desk:
             os.replace(tmp, self.state_file)
         except OSError as exc:
             log.error("cannot write the group state file %s: %s", self.state_file, exc)
+            if tmp is not None and os.path.exists(tmp):
+                os.unlink(tmp)  # half written: the old state file stands
 
     def _load(self, path: str) -> None:
         try:
